@@ -1,0 +1,33 @@
+"""Session fixtures: the tiny model is built once, through `sm70 model tiny`, like a user would."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """Real dataset copies in ../shared/data (CI and developer machines); None where absent."""
+    path = Path(os.environ.get("SM70_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("../shared/data is absent: the real dataset copies are not on this machine")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from sm70.config import load_config
+    from sm70.model.tiny import TinyModelConfig, build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    return build_tiny_model(load_config(TinyModelConfig, out=str(out)))
