@@ -1,0 +1,199 @@
+"""`sm70 data build RECIPE`: sources -> standardized, cleaned, deduplicated, decontaminated, mixed SFT set.
+
+Rows stream through the filters one at a time, and the kept ones spill to disk, so memory holds
+only the dedup and decontamination indexes however large the input. Everything is written into a
+temporary folder that replaces `out` only when the build has finished: an interrupted build leaves
+the previous output (or nothing), never a half-written dataset.
+
+Outputs: train.jsonl and val.jsonl ({id, source, prompt, completion} a line), rejects.jsonl
+({source, line, record, reason, detail, row}), datacard.json/.md, lengths.png, manifest.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from array import array
+from pathlib import Path
+
+import numpy as np
+
+from sm70.atomic import atomic_dir
+from sm70.data import mix
+from sm70.data.clean import TokenCounter, match_words
+from sm70.data.config import DataConfig, DecontamConfig, DedupConfig, SourceConfig  # noqa: F401 (recipe types)
+from sm70.data.datacard import (SourceStats, check_counts, length_summary, markdown, plot_lengths, sha256_file,
+                                sha256_tree, totals)
+from sm70.data.decontam import Decontaminator
+from sm70.data.dedup import Deduplicator
+from sm70.data.sources import RawRow, Source
+from sm70.data.standardize import RowError, Standardizer, item_record
+from sm70.errors import Sm70Error
+
+OUTPUTS = ("train.jsonl", "val.jsonl", "rejects.jsonl", "datacard.json", "datacard.md", "lengths.png")
+
+
+class _Spill:
+    """A source's kept rows on disk, with each row's record number and token length in memory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.records = array("Q")
+        self.lengths = array("I")
+
+
+class Filters:
+    """Decides, row by row, whether a row is kept or why it is removed."""
+
+    def __init__(self, cfg: DataConfig, decontaminator: Decontaminator):
+        self.cfg = cfg
+        self.tokens = TokenCounter(cfg.tokenizer)
+        self.standardize = Standardizer(cfg.template, self.tokens.tokenizer)
+        self.dedup = Deduplicator(cfg.dedup, cfg.seed)
+        self.decontaminator = decontaminator
+
+    def judge(self, raw: RawRow, source: SourceConfig):
+        """(reason, detail, example, tokens); reason is None for a kept row."""
+        if raw.error:
+            return self.malformed(raw, raw.error)
+        if getattr(raw.value, "excluded", None):
+            return "excluded", raw.value.excluded, None, 0
+        try:
+            example = self.standardize(raw.value, source)
+        except RowError as e:
+            return self.malformed(raw, str(e))
+        if example.empty:
+            return "empty", None, example, 0
+        n = self.tokens(example.prompt + example.completion)
+        if n > self.cfg.max_tokens:
+            return "too_long", f"{n} tokens > max_tokens {self.cfg.max_tokens}", example, n
+        words = match_words(example.text)
+        if self.dedup.exact_duplicate(words):
+            return "duplicate", None, example, n
+        task = self.decontaminator.match(words)
+        if task:
+            return f"contaminated:{task}", None, example, n
+        if self.dedup.near_duplicate(words):
+            return "near_duplicate", None, example, n
+        return None, None, example, n
+
+    def malformed(self, raw: RawRow, problem: str):
+        if self.cfg.on_error == "fail":
+            raise Sm70Error(f"{raw.where}: {problem} (on_error=skip sends such rows to rejects.jsonl instead)")
+        return "malformed", problem, None, 0
+
+
+def build(cfg: DataConfig) -> Path:
+    started = time.perf_counter()
+    out = Path(cfg.out)
+    _check_out(out)
+    print(f"sm70 data build -> {out}\n{cfg.to_yaml()}", flush=True)
+    sources = [Source(s) for s in cfg.sources]  # every path and hub id is checked before any work
+    decontaminator = Decontaminator.from_configs(cfg.decontaminate)
+    filters = Filters(cfg, decontaminator)
+    stats = [SourceStats(s.cfg.name, s.location, s.cfg.format, s.cfg.weight, s.licence) for s in sources]
+    with atomic_dir(out) as tmp:
+        spills = []
+        with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects:
+            for i, (source, st) in enumerate(zip(sources, stats)):
+                spills.append(_filter_source(source, st, filters, rejects, tmp / f".kept-{i}.jsonl"))
+                st.sha256 = {f: d for p in source.files() for f, d in sha256_tree(p).items()}
+                print(f"  {st.name}: read {st.read:,}, kept {st.kept:,}, removed {dict(st.removed) or 0}", flush=True)
+        lengths = _write_splits(cfg, stats, spills, tmp)
+        for spill in spills:
+            spill.path.unlink()
+        card = _datacard(cfg, stats, decontaminator, lengths, tmp, filters.tokens.tokenizer is None)
+        _write_manifest(cfg, stats, decontaminator, tmp)
+    t = card["totals"]
+    elapsed = time.perf_counter() - started
+    print(f"read {t['read']:,} rows, kept {t['kept']:,}, wrote {t['train']:,} train + {t['val']:,} val "
+          f"({t['read'] / max(elapsed, 1e-9):,.0f} rows/s) -> {out}", flush=True)
+    return out
+
+
+def _check_out(out: Path) -> None:
+    # atomic_dir replaces `out` wholesale; never let a typo in out= replace an unrelated folder.
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise Sm70Error(f"out: {out} exists and is not the output of an earlier data build (no manifest.json); "
+                        "choose a new folder")
+
+
+def _filter_source(source: Source, st: SourceStats, filters: Filters, rejects, path: Path) -> _Spill:
+    spill = _Spill(path)
+    name = source.cfg.name
+    with open(path, "w", encoding="utf-8") as kept:
+        for raw in source.rows():
+            st.read += 1
+            reason, detail, example, n = filters.judge(raw, source.cfg)
+            if reason:
+                st.removed[reason] += 1
+                row = item_record(raw.value) if hasattr(raw.value, "excluded") else raw.value
+                rejects.write(json.dumps({"source": name, "line": raw.line, "record": raw.record, "reason": reason,
+                                          "detail": detail, "row": row}, ensure_ascii=False, default=str) + "\n")
+                continue
+            st.kept += 1
+            kept.write(json.dumps({"id": f"{name}-{raw.record}", "source": name, "prompt": example.prompt,
+                                   "completion": example.completion}, ensure_ascii=False) + "\n")
+            spill.records.append(raw.record)
+            spill.lengths.append(n)
+    return spill
+
+
+def _write_splits(cfg: DataConfig, stats: list[SourceStats], spills: list[_Spill], tmp: Path) -> np.ndarray:
+    quota = mix.quotas({s.name: s.kept for s in stats}, {s.name: s.weight for s in stats}, cfg.target_rows)
+    lengths = array("I")
+    with open(tmp / "train.jsonl", "w", encoding="utf-8") as train, open(tmp / "val.jsonl", "w", encoding="utf-8") as val:
+        for st, spill in zip(stats, spills):
+            copies = mix.copies(st.kept, quota[st.name], cfg.seed, st.name)
+            st.mixed_out = int((copies == 0).sum())
+            st.repeated = int(copies.sum()) - (st.kept - st.mixed_out)
+            with open(spill.path, encoding="utf-8") as f:
+                for j, line in enumerate(f):
+                    c = int(copies[j])
+                    if not c:
+                        continue
+                    row_id = f"{st.name}-{spill.records[j]}"
+                    to_val = mix.is_validation(row_id, cfg.seed, cfg.val_fraction)
+                    target = val if to_val else train
+                    for r in range(c):
+                        # Repeats get their own id; the id is the first key of the line as written above.
+                        target.write(line if r == 0 else line.replace(f'"{row_id}"', f'"{row_id}~{r}"', 1))
+                        lengths.append(spill.lengths[j])
+                    if to_val:
+                        st.val += c
+                    else:
+                        st.train += c
+    return np.frombuffer(lengths, dtype=np.uint32) if len(lengths) else np.zeros(0, dtype=np.uint32)
+
+
+def _datacard(cfg: DataConfig, stats, decontaminator: Decontaminator, lengths: np.ndarray, tmp: Path,
+              estimated: bool) -> dict:
+    from sm70 import __version__
+
+    plot_lengths(lengths, cfg.max_tokens, estimated, tmp / "lengths.png")
+    card = {
+        "out": str(cfg.out), "sm70_version": __version__, "template": cfg.template, "seed": cfg.seed,
+        "token_count": "estimated at 3 characters per token" if estimated else f"tokenizer {cfg.tokenizer}",
+        "recipe": cfg.dump(),
+        "sources": [s.card() for s in stats],
+        "totals": totals(stats),
+        "decontamination": [vars(b) for b in decontaminator.benchmarks],
+        "token_lengths": length_summary(lengths, cfg.max_tokens),
+        "outputs": {name: sha256_file(tmp / name) for name in ("train.jsonl", "val.jsonl", "rejects.jsonl", "lengths.png")},
+    }
+    check_counts(card)
+    (tmp / "datacard.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (tmp / "datacard.md").write_text(markdown(card), encoding="utf-8")
+    return card
+
+
+def _write_manifest(cfg: DataConfig, stats, decontaminator: Decontaminator, tmp: Path) -> None:
+    from sm70 import __version__
+
+    inputs = {f: d for s in stats for f, d in s.sha256.items()}
+    for b in decontaminator.benchmarks:
+        inputs.update(b.sha256)
+    manifest = {"status": "complete", "command": "data build", "sm70_version": __version__, "config": cfg.dump(),
+                "inputs": inputs, "outputs": {name: sha256_file(tmp / name) for name in OUTPUTS}}
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,86 @@
+"""The data recipe: sources, cleaning, deduplication, decontamination, mixing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sm70.config import Config
+from sm70.render import TEMPLATES
+
+FORMATS = ("alpaca", "medqa", "pubmedqa", "usmle")
+ALPACA_FIELDS = ("instruction", "input", "output")
+
+
+class SourceConfig(Config):
+    """One input. Exactly one of `path` (local file; `samples://...` for the bundled samples), `hub`
+    (a Hugging Face dataset id) or `catalog` (a Medical Meadow subset by name, see `sm70.data.catalog`)."""
+
+    name: str
+    path: str | None = None
+    hub: str | None = None
+    catalog: str | None = None
+    split: str = Field("train", description="hub split, or the benchmark split for medqa/pubmedqa files")
+    format: Literal["alpaca", "medqa", "pubmedqa", "usmle"] = "alpaca"
+    # Column mapping for alpaca-like tables with other names: {instruction: question_col, output: answer_col}.
+    columns: dict[Literal["instruction", "input", "output"], str] = Field(default_factory=dict)
+    instruction: str | None = Field(None, description="instruction for benchmark-format rows (default per format)")
+    max_rows: int | None = Field(None, ge=1, description="read at most this many rows from the source")
+    weight: float = Field(1.0, gt=0)
+    licence: str | None = None
+
+    @model_validator(mode="after")
+    def _one_location(self):
+        given = [k for k in ("path", "hub", "catalog") if getattr(self, k)]
+        if len(given) > 1 and given != ["path", "catalog"]:  # catalog + path = that subset from a local file
+            raise ValueError(f"source {self.name!r}: give one of path, hub, catalog (got {', '.join(given)})")
+        if not given:
+            raise ValueError(f"source {self.name!r}: needs a path, a hub id or a catalog name")
+        return self
+
+
+class DecontamConfig(Config):
+    """A benchmark whose test items must not appear in the training set."""
+
+    task: str                      # a task of sm70.eval.tasks: medqa, pubmedqa, usmle_step1..3, usmle
+    path: str | None = None        # file or folder in the task's real format; the bundled sample when omitted
+    split: str = "test"
+    ngram: int = Field(13, ge=3, description="a shared word n-gram of this length marks a row contaminated")
+
+
+class DedupConfig(Config):
+    exact: bool = True             # same text after case/punctuation/whitespace normalisation
+    near: bool = True              # MinHash/LSH (rensa) over word shingles
+    threshold: float = Field(0.8, gt=0, le=1)
+    num_perm: int = Field(128, ge=16)
+    shingle: int = Field(5, ge=1)
+
+
+class DataConfig(Config):
+    out: Path = Path("runs/data")
+    sources: list[SourceConfig]
+    decontaminate: list[DecontamConfig] = Field(default_factory=list)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    template: str = Field("alpaca", description="plain, alpaca, medalpaca, or chat (needs tokenizer)")
+    tokenizer: str | None = Field(None, description="count tokens with this tokenizer (and use its chat template)")
+    max_tokens: int = Field(2048, ge=1, description="rows longer than this (prompt + completion) are removed")
+    target_rows: int | None = Field(None, ge=1, description="mix sources by weight to this many rows")
+    val_fraction: float = Field(0.05, ge=0, lt=1)
+    seed: int = 0
+    on_error: Literal["fail", "skip"] = "fail"
+
+    @model_validator(mode="after")
+    def _check(self):
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dup)}")
+        if not self.sources:
+            raise ValueError("sources: at least one source is needed")
+        if self.template not in (*TEMPLATES, "chat"):
+            raise ValueError(f"template: unknown {self.template!r}; use one of {', '.join([*TEMPLATES, 'chat'])}")
+        if self.template == "chat" and not self.tokenizer:
+            raise ValueError("template 'chat' needs `tokenizer` (the model whose chat template to use)")
+        return self

@@ -1,0 +1,1 @@
+"""Benchmark evaluation: tasks (MedQA, PubMedQA, USMLE), the scoring engine and `sm70 eval`."""

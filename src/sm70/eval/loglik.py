@@ -1,0 +1,206 @@
+"""Log-likelihood of answer continuations, tokenized exactly as lm-evaluation-harness 0.4.x (HFLM)
+does it, and computed once per shared prefix.
+
+Tokenization (lm-eval `TemplateLM._encode_pair` + `HFLM.tok_encode`): trailing spaces of the context
+move to the continuation; the context is encoded alone and the continuation is whatever follows
+those tokens in the encoding of context + continuation. The model then reads context tokens +
+continuation tokens, so every choice of an item shares the same context tokens and the item's
+prompt can be computed once and its key/value cache reused for each choice.
+
+A fixed few-shot block is shared across items only where each item's context tokens start with
+exactly the block's tokens (a BPE merge across the boundary would change them); other items are
+scored without it. Requests longer than the model's context are scored the unshared way, with
+lm-eval's left truncation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer says
+
+
+@dataclass(frozen=True)
+class Request:
+    context: str                      # the whole prompt, shared prefix included
+    continuations: tuple[str, ...]    # one per choice, each starting with the target delimiter
+
+
+@dataclass(frozen=True)
+class Encoded:
+    context: list[int]
+    continuations: list[list[int]]
+
+
+def resolve_max_length(config, tokenizer) -> int:
+    """lm-eval's `resolve_max_length`: text_config, then config, then tokenizer, then 2048."""
+    for cfg in (getattr(config, "text_config", None), config):
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+            value = getattr(cfg, attr, None) if cfg is not None else None
+            if isinstance(value, int):
+                return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and limit < 1_000_000_000:
+        return limit
+    return DEFAULT_MAX_LENGTH
+
+
+class LoglikScorer:
+    def __init__(self, model, tokenizer, batch_size: int = 8, max_length: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, batch_size)
+        self.max_length = max_length or resolve_max_length(model.config, tokenizer)
+        self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.bos_text = tokenizer.decode(self.prefix_token_id)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.stats = {"shared_items": 0, "unshared_items": 0, "prefix_tokens": 0}
+
+    # ---- tokenization: lm-eval's rules ----
+
+    def encode(self, text: str) -> list[int]:
+        # HFLM.tok_encode: the tokenizer's own special tokens, unless the text already starts with BOS.
+        if text.startswith(self.bos_text):
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.encode(text)
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if context == "":
+            cont = self.tokenizer.encode(continuation, add_special_tokens=False)
+            if cont[0] != self.prefix_token_id:
+                return [self.prefix_token_id], cont
+            return cont[:1], cont[1:]
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        context_enc = self.encode(context)
+        whole = self.encode(context + continuation)
+        return context_enc, whole[len(context_enc):]
+
+    def encode_request(self, request: Request) -> Encoded:
+        pairs = [self.encode_pair(request.context, c) for c in request.continuations]
+        # Every choice is scored after the same context tokens (the split depends on the context only).
+        return Encoded(pairs[0][0], [cont for _, cont in pairs])
+
+    # ---- scoring ----
+
+    def score(self, requests: Sequence[Request], shared_prefix: str = "") -> list[list[float]]:
+        """Summed log-likelihood of each continuation of each request, in request and choice order."""
+        import torch
+
+        encoded = [self.encode_request(r) for r in requests]
+        prefix = self.encode(shared_prefix.rstrip()) if shared_prefix.strip() else []
+        results: list[list[float] | None] = [None] * len(encoded)
+        shared, alone, too_long = [], [], []
+        for i, enc in enumerate(encoded):
+            longest = len(enc.context) + max(len(c) for c in enc.continuations)
+            if longest > self.max_length + 1:
+                too_long.append(i)
+            elif prefix and len(enc.context) > len(prefix) and enc.context[:len(prefix)] == prefix:
+                shared.append(i)
+            else:
+                alone.append(i)
+        self.stats["shared_items"] += len(shared)
+        self.stats["unshared_items"] += len(alone) + len(too_long)
+        with torch.inference_mode():
+            if shared:
+                prefix_kv = self.run_prefix(prefix)
+                self.stats["prefix_tokens"] = len(prefix)
+                for batch in self.batches(shared, encoded):
+                    for i, lls in zip(batch, self.score_batch([encoded[i] for i in batch], prefix_kv, len(prefix))):
+                        results[i] = lls
+            for batch in self.batches(alone, encoded):
+                for i, lls in zip(batch, self.score_batch([encoded[i] for i in batch], None, 0)):
+                    results[i] = lls
+            for i in too_long:
+                results[i] = self.score_unshared([(encoded[i].context, c) for c in encoded[i].continuations])
+        return results  # type: ignore[return-value]
+
+    def batches(self, indices: list[int], encoded: list[Encoded]) -> Iterable[list[int]]:
+        # Longest first, like lm-eval, so padding stays small and memory peaks at once.
+        order = sorted(indices, key=lambda i: -len(encoded[i].context))
+        for start in range(0, len(order), self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    def run_prefix(self, prefix: list[int]):
+        import torch
+
+        out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
+        return [(layer.keys, layer.values) for layer in out.cache.layers]
+
+    def score_batch(self, batch: list[Encoded], prefix_kv, p: int) -> list[list[float]]:
+        """Each item's context once (after the shared prefix cache), then all choices against its cache."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.model.device
+        suffixes = [enc.context[p:] for enc in batch]
+        lengths = torch.tensor([len(s) for s in suffixes], device=device)
+        width = int(lengths.max())
+        ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in suffixes], device=device)
+        cache = DynamicCache(ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
+                                             for k, v in prefix_kv]) if prefix_kv else DynamicCache()
+        # Right padding: real tokens never attend to the pads after them, so no mask is needed here.
+        positions = (p + torch.arange(width, device=device)).expand(len(batch), -1)
+        out = self.model(input_ids=ids, cache=cache, position_ids=positions, use_cache=True)
+        last = torch.log_softmax(out.logits[torch.arange(len(batch), device=device), lengths - 1].float(), dim=-1)
+
+        rows = [(i, cont) for i, enc in enumerate(batch) for cont in enc.continuations]
+        tails = [cont[1:] for _, cont in rows]
+        tail_lp = self.score_tails(out.cache, rows, lengths, p, width) if any(tails) else None
+        results: list[list[float]] = [[] for _ in batch]
+        for r, (i, cont) in enumerate(rows):
+            total = last[i, cont[0]]
+            if len(cont) > 1:
+                total = total + tail_lp[r, torch.arange(len(cont) - 1), torch.tensor(cont[1:], device=device)].sum()
+            results[i].append(float(total))
+        return results
+
+    def score_tails(self, cache, rows, lengths, p: int, width: int):
+        """Log-probs after feeding each choice's tokens but the last, against its item's cache."""
+        import torch
+        from transformers import DynamicCache
+
+        device = self.model.device
+        index = torch.tensor([i for i, _ in rows], device=device)
+        inputs = [cont[:-1] for _, cont in rows]
+        span = max(1, max(len(x) for x in inputs))
+        ids = torch.tensor([x + [self.pad_id] * (span - len(x)) for x in inputs], device=device)
+        choice_cache = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index])
+                                                    for layer in cache.layers])
+        # Mask each row's context pads (between its own context end and the common width).
+        slots = torch.arange(p + width + span, device=device)
+        row_len = lengths[index]
+        mask = ((slots < p + row_len[:, None]) | (slots >= p + width)).long()
+        positions = p + row_len[:, None] + torch.arange(span, device=device)
+        out = self.model(input_ids=ids, cache=choice_cache, attention_mask=mask, position_ids=positions)
+        return torch.log_softmax(out.logits.float(), dim=-1)
+
+    def score_unshared(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """lm-eval's own computation: each (context, continuation) run whole, right-padded, truncated
+        from the left to the model's length. The reference that prefix sharing must reproduce."""
+        import torch
+
+        scores = []
+        device = self.model.device
+        with torch.inference_mode():
+            for start in range(0, len(pairs), self.batch_size):
+                chunk = pairs[start:start + self.batch_size]
+                inps = [(ctx + cont)[-(self.max_length + 1):][:-1] for ctx, cont in chunk]
+                width = max(len(x) for x in inps)
+                ids = torch.tensor([x + [self.pad_id] * (width - len(x)) for x in inps], device=device)
+                logprobs = torch.log_softmax(self.model(input_ids=ids).logits.float(), dim=-1)
+                for row, (inp, (_, cont)) in enumerate(zip(inps, chunk)):
+                    span = logprobs[row, len(inp) - len(cont):len(inp)]
+                    scores.append(float(span[torch.arange(len(cont)), torch.tensor(cont, device=device)].sum()))
+        return scores
+
+    def score_requests_unshared(self, requests: Sequence[Request]) -> list[list[float]]:
+        encoded = [self.encode_request(r) for r in requests]
+        flat = self.score_unshared([(e.context, c) for e in encoded for c in e.continuations])
+        out, k = [], 0
+        for e in encoded:
+            out.append(flat[k:k + len(e.continuations)])
+            k += len(e.continuations)
+        return out

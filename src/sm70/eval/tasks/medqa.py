@@ -1,0 +1,59 @@
+"""MedQA-USMLE, 4-option test (1,273 items). Two layouts are read: the original JSONL
+(`question`, `options{A..D}`, `answer_idx`) and the GBaker hub layout (`sent1`, `ending0..3`, `label`),
+which lm-eval's `medqa_4options` reads. An item's id is its row index in the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sm70.errors import Sm70Error
+from sm70.eval.tasks.item import Item
+from sm70.eval.tasks.source import field, read_jsonl, sample_path
+
+# A folder holds one file per split; the original release names its 4-option test file this way.
+SPLIT_FILES = {"test": ("test.jsonl", "phrases_no_exclude_test.jsonl"),
+               "train": ("train.jsonl", "phrases_no_exclude_train.jsonl"),
+               "dev": ("dev.jsonl", "validation.jsonl", "phrases_no_exclude_dev.jsonl")}
+LETTERS = "ABCDEFGHIJ"
+
+
+def resolve(path: Path | None, split: str) -> Path:
+    folder = sample_path("medqa") if path is None else path
+    if folder.is_file():
+        return folder
+    if split not in SPLIT_FILES:
+        raise Sm70Error(f"medqa: split: unknown split {split!r}; use {', '.join(SPLIT_FILES)}")
+    for name in SPLIT_FILES[split]:
+        if (folder / name).is_file():
+            return folder / name
+    raise Sm70Error(f"{folder}: no MedQA {split} file (looked for {', '.join(SPLIT_FILES[split])})")
+
+
+def parse(row: dict, where: str) -> tuple[str, dict[str, str], str]:
+    if "sent1" in row:  # GBaker/MedQA-USMLE-4-options-hf
+        question = field(row, "sent1", str, where)
+        endings = sorted(k for k in row if k.startswith("ending"))
+        options = {LETTERS[i]: field(row, f"ending{i}", str, where) for i in range(len(endings))}
+        label = field(row, "label", int, where)
+        if not 0 <= label < len(options):
+            raise Sm70Error(f"{where}: label: {label} is not an index of the {len(options)} endings")
+        return question, options, LETTERS[label]
+    question = field(row, "question", str, where)
+    options = field(row, "options", dict, where)
+    for key, text in options.items():
+        if not isinstance(text, str):
+            raise Sm70Error(f"{where}: options.{key}: expected str, got {type(text).__name__}")
+    gold = field(row, "answer_idx", str, where)
+    if gold not in options:
+        raise Sm70Error(f"{where}: answer_idx: {gold!r} is not one of the options {list(options)}")
+    return question, dict(options), gold
+
+
+def load(path: Path | None = None, split: str = "test") -> list[Item]:
+    file = resolve(path, split)
+    items = []
+    for index, (lineno, row) in enumerate(read_jsonl(file)):
+        question, options, gold = parse(row, f"{file}:{lineno}")
+        items.append(Item(id=str(index), question=question, options=options, gold=gold,
+                          meta={"meta_info": row["meta_info"]} if "meta_info" in row else {}))
+    return items

@@ -1,0 +1,48 @@
+"""The pipeline file: which recipe each stage uses, and what to change in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from sm70.config import Config
+from sm70.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class StageRef(Config):
+    recipe: Path | None = None
+    set: dict[str, Any] = Field(default_factory=dict, description="dotted key -> value, applied over the recipe")
+
+
+class PipelineConfig(Config):
+    out: Path = Path("runs/demo")
+    model: str = Field("tiny", description="'tiny' builds the embedded tiny model; else a model dir or hub id")
+    tiny: dict[str, Any] = Field(default_factory=dict, description="settings for `sm70 model tiny`")
+    data: StageRef
+    train: StageRef
+    eval: StageRef
+    serve: StageRef | None = None
+    eval_base: bool = Field(True, description="also evaluate the base model, and compare it with the tuned one")
+    data_dir: Path | None = Field(None, description="folder with the real benchmark files (../shared/data layout)")
+    plan: bool = False
+
+
+class DemoConfig(Config):
+    pipeline: Path = Path("recipes/pipeline/demo.yaml")
+    out: Path = Path("runs/demo")
+    data_dir: Path | None = None
+    plan: bool = False
+    set: dict[str, Any] = Field(default_factory=dict, description="overrides for the pipeline file")
+
+
+def find_recipe(path: str | Path) -> Path:
+    """A recipe path as given, or relative to the repository (so `sm70 demo` works from any folder)."""
+    path = Path(path)
+    for candidate in (path, REPO_ROOT / path):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{path}: recipe not found (looked in {Path.cwd()} and {REPO_ROOT})")

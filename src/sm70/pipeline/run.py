@@ -1,0 +1,186 @@
+"""Run the stages in order: model -> data -> train -> eval (base, tuned) -> compare -> report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from sm70.config import load_config, read_recipe
+from sm70.errors import Sm70Error
+from sm70.pipeline.config import DemoConfig, PipelineConfig, StageRef, find_recipe
+from sm70.pipeline.stages import Stage, State, input_hash, reset
+
+console = Console(stderr=True)
+
+# Where each benchmark lives inside a folder laid out like ../shared/data.
+REAL_DATA = {
+    "medqa": "medqa_usmle/phrases_no_exclude_test.jsonl",
+    "pubmedqa": "pubmedqa",
+    "usmle": "usmle_self_assessment",
+    "usmle_step1": "usmle_self_assessment",
+    "usmle_step2": "usmle_self_assessment",
+    "usmle_step3": "usmle_self_assessment",
+}
+
+
+def _sets(ref: StageRef) -> list[str]:
+    return [f"{k}={v}" for k, v in ref.set.items()]
+
+
+def _recipe(ref: StageRef) -> Path | None:
+    return find_recipe(ref.recipe) if ref.recipe else None
+
+
+def eval_data_overrides(recipe: Path | None, data_dir: Path | None) -> list[str]:
+    """Point every evaluation task at the real files in `data_dir` instead of the bundled samples."""
+    if data_dir is None:
+        return []
+    data_dir = Path(data_dir).resolve()
+    if not data_dir.is_dir():
+        raise Sm70Error(f"data_dir={data_dir}: no such folder")
+    tasks = (read_recipe(recipe) if recipe else {}).get("tasks", [])
+    new = []
+    for task in tasks:
+        name = task["task"] if isinstance(task, dict) else str(task)
+        if name not in REAL_DATA:
+            raise Sm70Error(f"data_dir: no real data layout known for task {name!r}")
+        entry = dict(task) if isinstance(task, dict) else {"task": name}
+        entry["data"] = str(data_dir / REAL_DATA[name])
+        new.append(entry)
+    return [f"tasks={_flow(new)}"] if new else []
+
+
+def _flow(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
+
+
+def build_stages(cfg: PipelineConfig) -> dict[str, Stage]:
+    out = Path(cfg.out)
+    stages: dict[str, Stage] = {}
+    if cfg.model == "tiny":
+        model_dir = out / "model"
+        stages["model"] = Stage("model", ("model", "tiny"), model_dir,
+                                overrides=[f"out={model_dir}", *(f"{k}={v}" for k, v in cfg.tiny.items())],
+                                is_complete=lambda d: (d / "config.json").is_file())
+        model_after: tuple[str, ...] = ("model",)
+    else:
+        model_dir, model_after = Path(cfg.model), ()
+    model = str(model_dir)
+    stages["data"] = Stage("data", ("data", "build"), out / "data", _recipe(cfg.data),
+                           [*_sets(cfg.data), f"out={out / 'data'}"])
+    stages["train"] = Stage("train", ("train",), out / "train", _recipe(cfg.train),
+                            [*_sets(cfg.train), f"model={model}", f"data={out / 'data'}", f"out={out / 'train'}"],
+                            after=("data", *model_after), resumable=True)
+    eval_recipe = _recipe(cfg.eval)
+    real = eval_data_overrides(eval_recipe, cfg.data_dir)
+    if cfg.eval_base:
+        stages["eval_base"] = Stage("eval_base", ("eval",), out / "eval-base", eval_recipe,
+                                    [*_sets(cfg.eval), *real, f"model={model}", f"out={out / 'eval-base'}"],
+                                    after=model_after)
+    stages["eval_tuned"] = Stage("eval_tuned", ("eval",), out / "eval-tuned", eval_recipe,
+                                 [*_sets(cfg.eval), *real, f"model={model}",
+                                  f"adapter={out / 'train' / 'adapter'}", f"out={out / 'eval-tuned'}"],
+                                 after=("train", *model_after))
+    if cfg.eval_base:
+        stages["compare"] = Stage("compare", ("compare",), out / "compare", None,
+                                  [f"run_a={out / 'eval-base'}", f"run_b={out / 'eval-tuned'}",
+                                   f"out={out / 'compare'}"],
+                                  after=("eval_base", "eval_tuned"),
+                                  is_complete=lambda d: (d / "compare.json").is_file())
+    return stages
+
+
+def run_pipeline(cfg: PipelineConfig) -> int:
+    out = Path(cfg.out)
+    stages = build_stages(cfg)
+    state = State(out / "pipeline-state.json")
+    if cfg.plan:
+        return print_plan(cfg, stages, state)
+    out.mkdir(parents=True, exist_ok=True)
+    ran: list[str] = []
+    for name, stage in stages.items():
+        config = stage.config()
+        digest = input_hash(stage, config, stages, out)
+        last = state.get(name)
+        if stage.complete() and last.get("finished") == digest:
+            console.print(f"[green]✓[/] {name}: up to date ({stage.out})")
+            continue
+        resume = stage.resumable and last.get("started") == digest and stage.out.exists()
+        if resume:
+            console.print(f"[yellow]↻[/] {name}: resuming the interrupted run in {stage.out}")
+            config = stage.config(["resume=true"])
+        else:
+            console.print(f"[cyan]▶[/] {name}: running ({stage.out})")
+            reset(stage.out)
+        state.set(name, started=digest, finished=None)
+        t0 = time.time()
+        stage.execute(config)
+        if not stage.complete():
+            raise Sm70Error(f"stage {name} ended without complete outputs in {stage.out}")
+        state.set(name, finished=digest, seconds=round(time.time() - t0, 1))
+        ran.append(name)
+    report = out / "report.md"
+    if ran or not report.is_file():
+        from sm70.pipeline.report import write_pipeline_report
+
+        write_pipeline_report(cfg, stages, state)
+    else:
+        console.print("nothing to do: every stage is up to date")
+    console.print(f"\nreport: {out / 'report.html'}  (and {report})")
+    console.print(f"serve the fine-tuned model: {serve_command(cfg, stages)}")
+    return 0
+
+
+def serve_command(cfg: PipelineConfig, stages: dict[str, Stage]) -> str:
+    model = stages["model"].out if "model" in stages else cfg.model
+    parts = ["sm70 serve"]
+    if cfg.serve and cfg.serve.recipe:
+        parts.append(str(cfg.serve.recipe))
+    parts += [f"model={model}", f"adapter={stages['train'].out / 'adapter'}", *(_sets(cfg.serve) if cfg.serve else [])]
+    return " ".join(parts)
+
+
+def print_plan(cfg: PipelineConfig, stages: dict[str, Stage], state: State) -> int:
+    from sm70.train.plan import plan_memory
+
+    out = Path(cfg.out)
+    print(f"pipeline plan for {out} (nothing is run)")
+    dirty = False
+    for name, stage in stages.items():
+        try:
+            config = stage.config()
+            digest = input_hash(stage, config, stages, out)
+        except Sm70Error as e:
+            print(f"  {name:<11} cannot resolve its config: {e}")
+            dirty = True
+            continue
+        last = state.get(name)
+        if stage.complete() and last.get("finished") == digest and not dirty:
+            what = "up to date, skip"
+        elif stage.resumable and last.get("started") == digest and stage.out.exists():
+            what, dirty = "resume the interrupted run", True
+        else:
+            what, dirty = "run", True
+        print(f"  {name:<11} {what:<28} -> {stage.out}")
+    train_cfg = stages["train"].config()
+    plan = plan_memory(train_cfg)
+    print("\ntraining memory plan:")
+    print(plan.table())
+    print(f"\nserve with: {serve_command(cfg, stages)}")
+    return 0
+
+
+def demo(cfg: DemoConfig) -> int:
+    overrides = [f"out={cfg.out}", *(f"{k}={v}" for k, v in cfg.set.items())]
+    if cfg.data_dir is not None:
+        overrides.append(f"data_dir={Path(cfg.data_dir).resolve()}")
+    if cfg.plan:
+        overrides.append("plan=true")
+    pipeline = load_config(PipelineConfig, find_recipe(cfg.pipeline), overrides)
+    console.print("sm70 demo: the tiny model and the bundled samples, data -> QLoRA -> evaluation -> report. "
+                  "Decision support for clinicians, not a certified medical device.")
+    return run_pipeline(pipeline)

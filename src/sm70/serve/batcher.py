@@ -1,0 +1,239 @@
+"""The embedded engine: a transformers model decoded by one scheduler thread, continuously batched.
+
+Requests wait in a queue. Between decoding steps the scheduler prefills the waiting ones (up to
+`max_batch` running at once) and merges them into the running batch: rows are left-padded so every
+row's newest token sits in the last column, and each row carries its own positions, so a row that
+joins late sees exactly the cache it would have had alone. Finished or cancelled rows leave the
+batch at once and their cache columns are trimmed. One forward pass then advances every row by one
+token; that is where the throughput under concurrent load comes from.
+
+transformers' own continuous batching (`generate_batch`) needs paged-attention kernels and owns
+the request loop; this scheduler keeps per-request streaming, cancellation and sampling in our
+hands with a plain `DynamicCache`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from sm70.serve.handle import Event, Handle, QueueFull
+from sm70.serve.sampling import SamplingParams, TextStream, choose_token, make_generator
+
+log = logging.getLogger("sm70.serve")
+
+
+@dataclass
+class Row:
+    handle: Handle
+    stream: TextStream
+    generator: object
+    length: int                     # real (unpadded) tokens in the cache for this row
+    last: int = -1                  # newest token, the next step's input
+    generated: int = 0
+
+
+@dataclass
+class Stats:
+    steps: int = 0
+    max_batch_seen: int = 0
+    batch_sizes: collections.Counter = field(default_factory=collections.Counter)
+    finished: int = 0
+    cancelled: int = 0
+    errors: int = 0
+
+
+class Batcher:
+    def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.device = next(model.parameters()).device
+        self.stats = Stats()
+        self._waiting: collections.deque[Handle] = collections.deque()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._rows: list[Row] = []
+        self._mask = None               # [rows, columns] attention mask, left-padded
+        self._cache = None
+        self._thread = threading.Thread(target=self._run, name="sm70-batcher", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side -------------------------------------------------------------------
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> Handle:
+        handle = Handle(prompt_ids, params)
+        with self._wake:
+            if len(self._waiting) >= self.max_queue:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting (max_queue={self.max_queue})")
+            self._waiting.append(handle)
+            self._wake.notify()
+        return handle
+
+    def snapshot(self) -> dict:
+        s = self.stats
+        return {"running": len(self._rows), "waiting": len(self._waiting), "steps": s.steps,
+                "max_batch": self.max_batch, "max_batch_seen": s.max_batch_seen,
+                "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
+                "finished": s.finished, "cancelled": s.cancelled, "errors": s.errors}
+
+    def close(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._thread.join(timeout=10)
+
+    # -- the scheduler thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            while True:
+                with self._wake:
+                    while not self._waiting and not self._rows and not self._stopping:
+                        self._wake.wait()
+                    if self._stopping:
+                        break
+                    room = self.max_batch - len(self._rows)
+                    joining = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                joining = [h for h in joining if not self._drop_if_cancelled(h)]
+                try:
+                    if joining:
+                        self._prefill(joining)
+                    elif self._rows:
+                        self._decode()
+                except Exception as e:  # one bad step must not stop the server: fail its rows, go on
+                    log.error("engine step failed: %s", type(e).__name__)
+                    self.stats.errors += 1
+                    for row in self._rows:
+                        row.handle.emit(Event("error", text="the model failed on this batch"))
+                    for h in joining:
+                        h.emit(Event("error", text="the model failed on this batch"))
+                    self._rows, self._mask, self._cache = [], None, None
+
+    def _drop_if_cancelled(self, handle: Handle) -> bool:
+        if handle.cancelled.is_set():
+            self.stats.cancelled += 1
+            return True
+        return False
+
+    def _prefill(self, handles: list[Handle]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        width = max(len(h.prompt_ids) for h in handles)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(h.prompt_ids)) + h.prompt_ids for h in handles])
+        mask = torch.tensor([[0] * (width - len(h.prompt_ids)) + [1] * len(h.prompt_ids) for h in handles])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                         position_ids=positions.to(self.device), cache=cache, use_cache=True, logits_to_keep=1)
+        rows = [Row(h, TextStream(self.tokenizer, h.params.stop), make_generator(h.params.seed), len(h.prompt_ids))
+                for h in handles]
+        self._merge(rows, mask, out.cache)
+        self._advance(out.logits[:, -1, :], first=len(self._rows) - len(rows))
+
+    def _decode(self) -> None:
+        import torch
+
+        ids = torch.tensor([[row.last] for row in self._rows])
+        positions = torch.tensor([[row.length] for row in self._rows])
+        self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=self._mask.dtype)], dim=1)
+        out = self.model(input_ids=ids.to(self.device), attention_mask=self._mask.to(self.device),
+                         position_ids=positions.to(self.device), cache=self._cache, use_cache=True,
+                         logits_to_keep=1)
+        self._cache = out.cache
+        for row in self._rows:
+            row.length += 1
+        self._advance(out.logits[:, -1, :], first=0)
+
+    def _merge(self, rows: list[Row], mask, cache) -> None:
+        """Append freshly prefilled rows to the running batch, left-padding the shorter side."""
+        import torch
+
+        if not self._rows:
+            self._rows, self._mask, self._cache = rows, mask, cache
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+
+        def left_pad(t, dim_from_end: int):
+            missing = width - t.shape[-dim_from_end]
+            if missing == 0:
+                return t
+            shape = list(t.shape)
+            shape[-dim_from_end] = missing
+            return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=-dim_from_end)
+
+        self._mask = torch.cat([left_pad(self._mask, 1), left_pad(mask, 1)], dim=0)
+        for old, new in zip(self._cache.layers, cache.layers):
+            old.keys = torch.cat([left_pad(old.keys, 2), left_pad(new.keys, 2)], dim=0)
+            old.values = torch.cat([left_pad(old.values, 2), left_pad(new.values, 2)], dim=0)
+        self._rows = self._rows + rows
+
+    def _advance(self, logits, first: int) -> None:
+        """Choose the next token for rows[first:], stream it, and retire rows that are done."""
+        import torch
+
+        self.stats.steps += 1
+        self.stats.batch_sizes[len(self._rows)] += 1
+        self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(self._rows))
+        keep = list(range(first))
+        for i, row in enumerate(self._rows[first:], start=first):
+            token = choose_token(logits[i - first], row.handle.params, row.generator)
+            done = self._step_row(row, token)
+            if not done:
+                keep.append(i)
+        if len(keep) == len(self._rows):
+            return
+        self._rows = [self._rows[i] for i in keep]
+        if not self._rows:
+            self._mask, self._cache = None, None
+            return
+        index = torch.tensor(keep)
+        self._mask = self._mask[index]
+        self._cache.batch_select_indices(index.to(self.device))
+        # columns that are padding in every remaining row carry nothing: drop them
+        start = int(self._mask.any(dim=0).int().argmax())
+        if start:
+            self._mask = self._mask[:, start:]
+            for layer in self._cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, start:], layer.values[:, :, start:]
+
+    def _step_row(self, row: Row, token: int) -> bool:
+        params, handle = row.handle.params, row.handle
+        if handle.cancelled.is_set():
+            self.stats.cancelled += 1
+            return True
+        row.last = token
+        if token in self.eos_ids and not params.ignore_eos:
+            return self._finish(row, "stop")
+        row.generated += 1
+        delta = row.stream.push(token)
+        if delta:
+            handle.emit(Event("delta", text=delta))
+        if row.stream.stopped:
+            return self._finish(row, "stop")
+        if row.generated >= params.max_tokens:
+            return self._finish(row, "length")
+        return False
+
+    def _finish(self, row: Row, reason: str) -> bool:
+        tail = row.stream.flush()
+        if tail:
+            row.handle.emit(Event("delta", text=tail))
+        row.handle.emit(Event("done", finish_reason=reason, prompt_tokens=len(row.handle.prompt_ids),
+                              completion_tokens=row.generated))
+        self.stats.finished += 1
+        return True
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id if getattr(model, "generation_config", None) else None
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,129 @@
+"""`sm70 chat model=DIR` or `sm70 chat url=http://127.0.0.1:8000 key=...`: a streaming terminal chat.
+
+One line of input is one user turn (so it can be piped: `echo question | sm70 chat ...`);
+`/reset` clears the conversation, `/exit` or end of input leaves. The key may also come from
+SM70_API_KEY, which keeps it out of the process list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterator, Literal
+
+from pydantic import Field
+
+from sm70.config import Config
+from sm70.errors import Sm70Error
+from sm70.serve.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT
+
+
+class ChatConfig(Config):
+    model: Path | None = None
+    adapter: Path | None = None
+    quant: Literal["none", "nf4"] = "none"
+    url: str | None = None
+    key: str | None = None
+    served_model: str | None = Field(None, description="model id on the server (default: its first)")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0, le=2)
+    seed: int | None = None
+
+
+def chat(cfg: ChatConfig) -> int:
+    if (cfg.model is None) == (cfg.url is None):
+        raise Sm70Error("give exactly one of model=DIR (run the model here) or url=http://HOST:PORT (a server)")
+    reply = _remote(cfg) if cfg.url else _local(cfg)
+    interactive = sys.stdin.isatty()
+    print(f"[{DEFAULT_DISCLAIMER}]", file=sys.stderr)
+    messages: list[dict] = []
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() == "/exit":
+            return 0
+        text = line.strip()
+        if not text:
+            continue
+        if text == "/reset":
+            messages.clear()
+            continue
+        messages.append({"role": "user", "content": text})
+        parts = []
+        for delta in reply(messages):
+            parts.append(delta)
+            print(delta, end="", flush=True)
+        print(flush=True)
+        messages.append({"role": "assistant", "content": "".join(parts)})
+
+
+def _body(cfg: ChatConfig, messages: list[dict]) -> dict:
+    return {"messages": messages, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature,
+            "seed": cfg.seed, "stream": True}
+
+
+def _remote(cfg: ChatConfig):
+    import httpx
+
+    key = cfg.key or os.environ.get("SM70_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    base = cfg.url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[:-3]
+
+    def reply(messages: list[dict]) -> Iterator[str]:
+        body = _body(cfg, messages)
+        if cfg.served_model:
+            body["model"] = cfg.served_model
+        try:
+            with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers=headers,
+                              timeout=httpx.Timeout(600, connect=10)) as res:
+                if res.status_code != 200:
+                    res.read()
+                    raise Sm70Error(f"url: {base} answered {res.status_code}: {_message(res)}")
+                for line in res.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    event = json.loads(line[6:])
+                    if "error" in event:
+                        raise Sm70Error(f"url: {base}: {event['error']['message']}")
+                    content = event["choices"][0]["delta"].get("content") if event["choices"] else None
+                    if content:
+                        yield content
+        except httpx.HTTPError as e:
+            raise Sm70Error(f"url: cannot talk to {base}: {e}") from None
+
+    return reply
+
+
+def _message(res) -> str:
+    try:
+        return res.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return res.text[:200]
+
+
+def _local(cfg: ChatConfig):
+    from sm70.serve.engines import EmbeddedEngine, EngineSpec
+    from sm70.serve.protocol import ChatRequest
+    from sm70.serve.serving import HTTPError, Service
+
+    engine = EmbeddedEngine(EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, max_batch=1))
+    service = Service(engine, system_prompt=cfg.system_prompt)
+
+    def reply(messages: list[dict]) -> Iterator[str]:
+        try:
+            handle, _, _ = service.start(ChatRequest(**_body(cfg, messages)), {})
+        except HTTPError as e:
+            raise Sm70Error(e.message) from None
+        for event in handle.events_sync():
+            if event.kind == "delta":
+                yield event.text
+            elif event.kind == "error":
+                raise Sm70Error(f"model: {event.text}")
+
+    return reply

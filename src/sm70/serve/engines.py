@@ -1,0 +1,85 @@
+"""Engines behind the HTTP layer: the embedded transformers engine (default) and vLLM (optional).
+
+Both answer the same four things: which model ids they serve, the tokenizer and context limit
+(to check a prompt before it queues), `submit(prompt_ids, params, model_id)` returning a `Handle`,
+and `snapshot()` for /ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sm70.errors import Sm70Error
+from sm70.serve.handle import Handle
+from sm70.serve.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    model: Path
+    adapter: Path | None = None
+    quant: str = "none"
+    dtype: str = "auto"
+    served_name: str | None = None
+    max_batch: int = 8
+    max_queue: int = 64
+    max_context: int | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+
+
+class Engine(Protocol):
+    model_ids: list[str]
+    tokenizer: object
+    max_context: int
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, model_id: str) -> Handle: ...
+    def snapshot(self) -> dict: ...
+    def close(self) -> None: ...
+
+
+def served_name(spec: EngineSpec) -> str:
+    if spec.served_name:
+        return spec.served_name
+    return spec.model.name + (f"+{spec.adapter.name}" if spec.adapter else "")
+
+
+def context_limit(model_config, spec: EngineSpec) -> int:
+    native = getattr(model_config, "max_position_embeddings", None) or 2048
+    return min(spec.max_context, native) if spec.max_context else native
+
+
+class EmbeddedEngine:
+    """transformers in this process, batched by `Batcher`'s scheduler thread."""
+
+    def __init__(self, spec: EngineSpec):
+        from sm70.model.load import load_model, load_tokenizer
+        from sm70.serve.batcher import Batcher
+
+        self.tokenizer = load_tokenizer(spec.model)
+        model = load_model(spec.model, adapter=spec.adapter, quant=spec.quant, dtype=spec.dtype)
+        model.eval()
+        self.model_ids = [served_name(spec)]
+        self.max_context = context_limit(model.config, spec)
+        self.batcher = Batcher(model, self.tokenizer, max_batch=spec.max_batch, max_queue=spec.max_queue)
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams, model_id: str) -> Handle:
+        return self.batcher.submit(prompt_ids, params)
+
+    def snapshot(self) -> dict:
+        return {"engine": "transformers", **self.batcher.snapshot()}
+
+    def close(self) -> None:
+        self.batcher.close()
+
+
+def open_engine(name: str, spec: EngineSpec) -> Engine:
+    if name == "transformers":
+        return EmbeddedEngine(spec)
+    if name == "vllm":
+        from sm70.serve.vllm_engine import VllmEngine
+
+        return VllmEngine(spec)
+    raise Sm70Error(f"engine: unknown engine {name!r}; use transformers or vllm")

@@ -1,0 +1,82 @@
+"""Crash-safe checkpoints: every checkpoint is written into a hidden staging directory and renamed
+to `checkpoint-N` only once complete, so a `kill -9` at any moment leaves either a whole checkpoint
+or none. Resuming picks the newest directory that has every file a resume needs."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+# What transformers' Trainer needs to restore adapter, optimizer, scheduler, RNG and data position.
+REQUIRED = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+NAME = re.compile(r"checkpoint-(\d+)")
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first (by step, not mtime)."""
+    if not root.is_dir():
+        return []
+    found = []
+    for d in root.iterdir():
+        m = NAME.fullmatch(d.name)
+        if m and d.is_dir() and all((d / f).is_file() for f in REQUIRED) and any(d.glob("rng_state*.pth")):
+            found.append((int(m.group(1)), d))
+    return [d for _, d in sorted(found)]
+
+
+def newest_checkpoint(root: Path) -> Path | None:
+    found = complete_checkpoints(root)
+    return found[-1] if found else None
+
+
+def prune(root: Path, keep: int) -> None:
+    """Keep the newest `keep` complete checkpoints; drop older ones and stale staging leftovers."""
+    for d in complete_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(d, ignore_errors=True)
+    for d in root.glob(".staging-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def atomic_trainer_class():
+    """transformers.Trainer whose checkpoints appear atomically (imported lazily: torch is heavy)."""
+    from transformers import Trainer
+
+    class AtomicCheckpointTrainer(Trainer):
+        keep_checkpoints = 2
+        _staging: str | None = None
+
+        def _get_output_dir(self, trial):
+            # Trainer writes `<run_dir>/checkpoint-N`; during a save, run_dir is the staging directory.
+            return self._staging or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial):
+            root = Path(self.args.output_dir)
+            name = f"checkpoint-{self.state.global_step}"
+            self._staging = str(root / f".staging-{self.state.global_step}")
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = None
+            # Every rank writes its own RNG state into the staging directory; rename after all did.
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                staged = root / f".staging-{self.state.global_step}" / name
+                for f in staged.iterdir():
+                    _fsync(f)
+                shutil.rmtree(root / name, ignore_errors=True)
+                os.replace(staged, root / name)
+                _fsync(root)
+                prune(root, self.keep_checkpoints)
+            self.accelerator.wait_for_everyone()
+
+    return AtomicCheckpointTrainer
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

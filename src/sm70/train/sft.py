@@ -1,0 +1,217 @@
+"""`sm70 train RECIPE [key=value ...]`: QLoRA supervised fine-tuning.
+
+transformers' Trainer runs the loop (optimizer, schedule, accumulation, checkpoint/resume, DDP and
+FSDP through accelerate); PEFT adds LoRA; bitsandbytes holds the frozen base in NF4 with double
+quantization. What sm70 adds: completion-only labels, contamination-free packing, atomic
+checkpoints, the memory plan, and a manifest that says what produced the adapter.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from sm70.atomic import atomic_dir, write_json, write_text
+from sm70.config import Config
+from sm70.errors import Sm70Error
+
+
+class TrainConfig(Config):
+    model: str = Field(description="local Hugging Face model directory (or a hub id when SM70_ALLOW_HUB=1)")
+    data: Path = Field(description="directory with train.jsonl and val.jsonl from `sm70 data build`")
+    out: Path = Path("runs/train")
+    seed: int = 0
+    # Quantization: the base stays frozen in NF4 + double quant; "none" trains LoRA on the plain base.
+    quant: Literal["nf4", "none"] = "nf4"
+    compute_dtype: str = "auto"  # bf16 on a GPU that has it, fp32 on the CPU
+    # LoRA
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: float = 32
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    # Data layout
+    max_length: int = Field(512, ge=8)
+    packing: bool = True
+    completion_only: bool = True
+    # Optimization
+    micro_batch: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    lr: float = Field(2e-4, gt=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.3
+    optim: str = "auto"  # paged_adamw_8bit on CUDA, adamw_torch on the CPU
+    gradient_checkpointing: bool = False
+    attn_implementation: str = "sdpa"
+    # Evaluation, logging, checkpoints
+    eval_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(100, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    resume: bool = False
+    # Memory plan (`plan=true` or `--plan`): prints the prediction and stops before loading anything.
+    plan: bool = False
+    device_memory_gb: float | None = None  # GiB; detected when omitted
+    processes: int = Field(1, ge=1)  # for the plan: processes the run is launched with
+    sharding: Literal["none", "fsdp"] = "none"  # for the plan and the 4-bit storage dtype
+    assumed_tflops: float | None = None  # for the plan's time estimate (sustained, per process)
+
+
+def train(cfg: TrainConfig) -> Path:
+    if cfg.plan:
+        from sm70.train.plan import plan_memory
+
+        print(plan_memory(cfg).table())
+        return Path(cfg.out)
+    import torch
+    import transformers
+    from transformers import PrinterCallback, TrainingArguments
+
+    from sm70.model.load import config_hash, dtype_from_name, load_model, load_tokenizer, resolve_model_path
+    from sm70.train import checkpoints, examples, manifest, packing, progress
+
+    from accelerate import PartialState
+
+    cuda = torch.cuda.is_available()
+    processes = PartialState(cpu=not cuda)  # joins the process group under `accelerate launch`
+    rank, world = processes.process_index, processes.num_processes
+    out = Path(cfg.out)
+    ckpt_dir = out / "checkpoints"
+    state = _check_out(cfg, out)
+    resume_from = checkpoints.newest_checkpoint(ckpt_dir) if cfg.resume else None
+    processes.wait_for_everyone()  # every rank has looked at `out` before rank 0 writes to it
+    if state == "complete":
+        print(f"{out}: run already complete (manifest.json); nothing to do")
+        return out
+    compute = dtype_from_name(cfg.compute_dtype)
+    fsdp = cfg.sharding == "fsdp" or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    started = manifest.now()
+    if rank == 0:
+        print(cfg.to_yaml(), end="")
+        write_text(out / "config.yaml", cfg.to_yaml())
+        write_json(out / "manifest.json", {"status": "running", "started": started, "config": cfg.dump()})
+        if resume_from is not None:
+            print(f"resuming from {resume_from}")
+            progress.truncate_metrics(out / "metrics.jsonl", int(resume_from.name.split("-")[1]))
+        else:
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+
+    tokenizer = load_tokenizer(cfg.model)
+    rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl") for split in ("train", "val")}
+    data = {}
+    for split, split_rows in rows.items():
+        tokenized, cut = examples.tokenize(split_rows, tokenizer, cfg.max_length, cfg.completion_only)
+        if cut and rank == 0:
+            print(f"{split}: {cut} of {len(tokenized)} examples truncated to max_length={cfg.max_length}")
+        laid_out = packing.pack(tokenized, cfg.max_length) if cfg.packing else packing.singles(tokenized)
+        data[split] = [row.features() for row in laid_out]
+    if rank == 0:
+        print(f"train: {len(rows['train'])} examples in {len(data['train'])} rows; val: {len(rows['val'])} examples")
+
+    transformers.set_seed(cfg.seed)  # LoRA initialization
+    model = _lora_model(cfg, compute, fsdp, cuda, load_model)
+    attention = "position_ids" if cfg.attn_implementation.startswith("flash") else "mask"
+    collate = {split: packing.PackedCollator(tokenizer.pad_token_id, attention) for split in data}
+
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), seed=cfg.seed, data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.micro_batch, per_device_eval_batch_size=cfg.micro_batch,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.lr, lr_scheduler_type="cosine" if cfg.schedule == "cosine" else "constant_with_warmup",
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if cuda else "adamw_torch"),
+        bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        eval_strategy="steps", eval_steps=cfg.eval_steps, eval_on_start=resume_from is None,
+        logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,
+        report_to="none", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+    trainer = checkpoints.atomic_trainer_class()(
+        model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
+        data_collator=collate["train"], processing_class=tokenizer,
+    )
+    trainer.keep_checkpoints = cfg.keep_checkpoints
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(progress.run_log_callback(out / "metrics.jsonl", collate["train"], world))
+    _use_eval_collator(trainer, collate["val"])
+
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = trainer.evaluate()
+    if trainer.is_world_process_zero():
+        with atomic_dir(out / "adapter") as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+        metrics = progress.read_metrics(out / "metrics.jsonl")
+        progress.plot_loss(metrics, out / "loss.png")
+        train_losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+        data_files = {f"{s}.jsonl": manifest.sha256(Path(cfg.data) / f"{s}.jsonl") for s in ("train", "val")}
+        write_json(out / "manifest.json", {
+            "status": "complete", "config": cfg.dump(), "started": started, "finished": manifest.now(),
+            "resumed_from": str(resume_from) if resume_from else None,
+            "model": {"path": resolve_model_path(cfg.model), "config_hash": config_hash(resolve_model_path(cfg.model))},
+            "data": data_files, "versions": manifest.versions(), "git_commit": manifest.git_commit(),
+            "processes": world, "steps": trainer.state.global_step,
+            "final": {"train_loss": train_losses[-1] if train_losses else None, "val_loss": final.get("eval_loss"),
+                      "peak_memory_gb": round(progress.peak_memory_gb(), 3)},
+            "outputs": {"adapter": "adapter", "checkpoints": "checkpoints", "metrics": "metrics.jsonl",
+                        "loss_curve": "loss.png"},
+        })
+        print(f"adapter written to {out / 'adapter'} (val loss {final.get('eval_loss'):.4f})")
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def _check_out(cfg: TrainConfig, out: Path) -> str:
+    """'fresh', 'resume' or 'complete'; refuses to silently overwrite an earlier run."""
+    import json
+
+    mf = out / "manifest.json"
+    status = json.loads(mf.read_text()).get("status") if mf.is_file() else None
+    if status == "complete" and cfg.resume:
+        return "complete"
+    if (status is not None or (out / "checkpoints").exists()) and not cfg.resume:
+        raise Sm70Error(f"{out}: holds an earlier run; pass resume=true to continue it or choose another out=")
+    return "resume" if cfg.resume else "fresh"
+
+
+def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool, load_model):
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    device_map = None
+    if cuda and not fsdp:
+        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    # FSDP flattens quantized and unquantized parameters together: 4-bit storage in the compute dtype.
+    model = load_model(cfg.model, quant=cfg.quant, dtype=cfg.compute_dtype, device_map=device_map,
+                       storage_dtype=compute if fsdp else None)
+    model.config.use_cache = False
+    model.set_attn_implementation(cfg.attn_implementation)
+    if cfg.quant == "nf4":
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def _use_eval_collator(trainer, collator) -> None:
+    """Evaluation gets its own collator so that its tokens do not count toward training tokens/s."""
+    original = trainer.get_eval_dataloader
+
+    def get_eval_dataloader(eval_dataset=None):
+        train_collator, trainer.data_collator = trainer.data_collator, collator
+        try:
+            return original(eval_dataset)
+        finally:
+            trainer.data_collator = train_collator
+
+    trainer.get_eval_dataloader = get_eval_dataloader

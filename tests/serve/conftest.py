@@ -1,0 +1,77 @@
+"""Serving fixtures: keys, and real uvicorn servers on free loopback ports (in a thread)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sm70.config import load_config
+from sm70.serve.auth import KeysConfig, add_key, revoke_key
+
+
+def make_key(keys: Path, name: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        add_key(load_config(KeysConfig, name=name, keys=str(keys)))
+    return out.getvalue().strip()
+
+
+class LiveServer:
+    """`sm70 serve`'s app and engine, served by uvicorn on 127.0.0.1:<free port> in a thread."""
+
+    def __init__(self, app, engine, audit_log: Path | None = None):
+        import uvicorn
+
+        self.engine, self.audit_log = engine, audit_log
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.engine.close()
+
+
+def start_server(model: Path, tmp: Path, **overrides) -> LiveServer:
+    from sm70.serve.main import ServeConfig, build
+
+    values = {"model": str(model), "audit_log": str(tmp / "audit.log"), "max_context": 1024,
+              "log_level": "warning", **overrides}
+    cfg = load_config(ServeConfig, **values)
+    app, engine = build(cfg)
+    return LiveServer(app, engine, cfg.audit_log)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    """A keys file with alice (active), bob (revoked) and their keys."""
+    path = tmp_path_factory.mktemp("keys") / "keys.json"
+    alice = make_key(path, "alice")
+    bob = make_key(path, "bob")
+    with contextlib.redirect_stdout(io.StringIO()):
+        revoke_key(load_config(KeysConfig, name="bob", keys=str(path)))
+    return {"file": path, "alice": alice, "bob": bob}
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model, keys, tmp_path_factory):
+    """The shared server: the tiny model, keys required, audit log on, content auditing on."""
+    live = start_server(tiny_model, tmp_path_factory.mktemp("serve"), keys=str(keys["file"]),
+                        audit_content=True)
+    live.key = keys["alice"]
+    yield live
+    live.stop()
