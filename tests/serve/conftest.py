@@ -49,7 +49,7 @@ class LiveServer:
 def start_server(model: Path, tmp: Path, **overrides) -> LiveServer:
     from sm70.serve.main import ServeConfig, build
 
-    values = {"model": str(model), "audit_log": str(tmp / "audit.log"), "max_context": 1024,
+    values = {"model": str(model), "audit_log": str(tmp / "audit.log"), "max_context": 1024, "threads": 1,
               "log_level": "warning", **overrides}
     cfg = load_config(ServeConfig, **values)
     app, engine = build(cfg)

@@ -14,7 +14,7 @@ PROMPTS = ["The patient has", "Hello", "A 45-year-old man presents with chest pa
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    engine = EmbeddedEngine(EngineSpec(model=tiny_model, max_batch=8, max_queue=16))
+    engine = EmbeddedEngine(EngineSpec(model=tiny_model, max_batch=8, max_queue=16, threads=1))
     yield engine
     engine.close()
 

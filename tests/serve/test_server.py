@@ -136,12 +136,15 @@ def test_audit_line_per_request_chained_and_verifiable(server, tmp_path, capsys)
     assert server.key not in server.audit_log.read_text()
     assert main(["audit", "verify", str(server.audit_log)]) == 0
     lines = server.audit_log.read_text().splitlines()
+    at = before + 1                                          # the streamed completion's line
     copy = tmp_path / "edited.log"
-    copy.write_text("\n".join(lines[:2] + [lines[2].replace('"alice"', '"mallory"')] + lines[3:]) + "\n")
+    copy.write_text("\n".join(lines[:at] + [lines[at].replace('"alice"', '"mallory"')] + lines[at + 1:]) + "\n")
+    capsys.readouterr()
     assert main(["audit", "verify", str(copy)]) == 1
-    copy.write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+    assert f"edited.log:{at + 1}: hash" in capsys.readouterr().out
+    copy.write_text("\n".join(lines[:at] + lines[at + 1:]) + "\n")
     assert main(["audit", "verify", str(copy)]) == 1
-    assert "edited.log:3:" in capsys.readouterr().out
+    assert f"edited.log:{at + 1}: prev" in capsys.readouterr().out
 
 
 def test_audit_has_no_text_unless_turned_on(tiny_model, tmp_path):
@@ -209,7 +212,7 @@ def test_full_queue_answers_429_with_retry_after(tiny_model, tmp_path):
         live.stop()
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::"])
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "2001:db8::1"])
 def test_non_loopback_bind_without_keys_is_refused(tiny_model, tmp_path, capsys, host):
     assert main(["serve", f"model={tiny_model}", f"host={host}", f"audit_log={tmp_path / 'a.log'}"]) == 2
     assert "refusing to bind" in capsys.readouterr().err

@@ -33,7 +33,7 @@ FLASHCARDS = [
 ]
 
 
-def medical_rows(copies: int = 2) -> list[dict]:
+def make_rows(copies: int = 2) -> list[dict]:
     rows = []
     for k in range(copies):
         for i, (question, options, answer) in enumerate(MC_ITEMS):
@@ -60,6 +60,35 @@ def write_data(path: Path, train: list[dict], val: list[dict]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def medical_rows():
+    """`medical_rows(copies)`: rows in the data stage's format (a fixture: test modules cannot import conftest)."""
+    return make_rows
+
+
+@pytest.fixture(scope="session")
 def medical_data(tmp_path_factory) -> Path:
-    rows = medical_rows(copies=4)
-    return write_data(tmp_path_factory.mktemp("train-data"), rows, medical_rows(copies=1))
+    return write_data(tmp_path_factory.mktemp("train-data"), make_rows(copies=4), make_rows(copies=1))
+
+
+def make_train_config(model: Path, data: Path, out: Path, **overrides):
+    from sm70.config import load_config
+    from sm70.train.sft import TrainConfig
+
+    settings = dict(model=str(model), data=str(data), out=str(out), micro_batch=2, max_length=256, lr=1e-3,
+                    max_steps=12, eval_steps=6, logging_steps=2, save_steps=4, keep_checkpoints=2)
+    settings.update(overrides)
+    return load_config(TrainConfig, **settings)
+
+
+@pytest.fixture(scope="session")
+def train_config():
+    """`train_config(model, data, out, **overrides)`: a small TrainConfig for tests."""
+    return make_train_config
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model, medical_data, tmp_path_factory) -> Path:
+    """One short real QLoRA run (4-bit base on the CPU), shared by the output, plan and merge tests."""
+    from sm70.train.sft import train
+
+    return train(make_train_config(tiny_model, medical_data, tmp_path_factory.mktemp("run") / "out"))

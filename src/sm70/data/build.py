@@ -1,7 +1,9 @@
 """`sm70 data build RECIPE`: sources -> standardized, cleaned, deduplicated, decontaminated, mixed SFT set.
 
-Rows stream through the filters one at a time, and the kept ones spill to disk, so memory holds
-only the dedup and decontamination indexes however large the input. Everything is written into a
+Rows stream through in chunks: worker processes examine each row on its own (standardize, clean,
+length, contamination, fingerprints; `verdict.py`), then this process decides duplicates in source
+order so the first copy is kept. Kept rows spill to disk, so memory holds only the dedup and
+decontamination indexes however large the input. Everything is written into a
 temporary folder that replaces `out` only when the build has finished: an interrupted build leaves
 the previous output (or nothing), never a half-written dataset.
 
@@ -11,26 +13,29 @@ Outputs: train.jsonl and val.jsonl ({id, source, prompt, completion} a line), re
 
 from __future__ import annotations
 
+import itertools
 import json
-import shutil
 import time
 from array import array
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from sm70.atomic import atomic_dir
 from sm70.data import mix
-from sm70.data.clean import TokenCounter, match_words
 from sm70.data.config import DataConfig, DecontamConfig, DedupConfig, SourceConfig  # noqa: F401 (recipe types)
 from sm70.data.datacard import (SourceStats, check_counts, length_summary, markdown, plot_lengths, sha256_file,
                                 sha256_tree, totals)
 from sm70.data.decontam import Decontaminator
 from sm70.data.dedup import Deduplicator
+from sm70.data.parallel import default_workers, ordered_map
 from sm70.data.sources import RawRow, Source
-from sm70.data.standardize import RowError, Standardizer, item_record
+from sm70.data.standardize import item_record
+from sm70.data.verdict import Examiner, Verdict
 from sm70.errors import Sm70Error
 
+CHUNK_ROWS = 1000  # rows per task sent to a worker: large enough to amortise the hand-over
 OUTPUTS = ("train.jsonl", "val.jsonl", "rejects.jsonl", "datacard.json", "datacard.md", "lengths.png")
 
 
@@ -43,47 +48,6 @@ class _Spill:
         self.lengths = array("I")
 
 
-class Filters:
-    """Decides, row by row, whether a row is kept or why it is removed."""
-
-    def __init__(self, cfg: DataConfig, decontaminator: Decontaminator):
-        self.cfg = cfg
-        self.tokens = TokenCounter(cfg.tokenizer)
-        self.standardize = Standardizer(cfg.template, self.tokens.tokenizer)
-        self.dedup = Deduplicator(cfg.dedup, cfg.seed)
-        self.decontaminator = decontaminator
-
-    def judge(self, raw: RawRow, source: SourceConfig):
-        """(reason, detail, example, tokens); reason is None for a kept row."""
-        if raw.error:
-            return self.malformed(raw, raw.error)
-        if getattr(raw.value, "excluded", None):
-            return "excluded", raw.value.excluded, None, 0
-        try:
-            example = self.standardize(raw.value, source)
-        except RowError as e:
-            return self.malformed(raw, str(e))
-        if example.empty:
-            return "empty", None, example, 0
-        n = self.tokens(example.prompt + example.completion)
-        if n > self.cfg.max_tokens:
-            return "too_long", f"{n} tokens > max_tokens {self.cfg.max_tokens}", example, n
-        words = match_words(example.text)
-        if self.dedup.exact_duplicate(words):
-            return "duplicate", None, example, n
-        task = self.decontaminator.match(words)
-        if task:
-            return f"contaminated:{task}", None, example, n
-        if self.dedup.near_duplicate(words):
-            return "near_duplicate", None, example, n
-        return None, None, example, n
-
-    def malformed(self, raw: RawRow, problem: str):
-        if self.cfg.on_error == "fail":
-            raise Sm70Error(f"{raw.where}: {problem} (on_error=skip sends such rows to rejects.jsonl instead)")
-        return "malformed", problem, None, 0
-
-
 def build(cfg: DataConfig) -> Path:
     started = time.perf_counter()
     out = Path(cfg.out)
@@ -91,19 +55,20 @@ def build(cfg: DataConfig) -> Path:
     print(f"sm70 data build -> {out}\n{cfg.to_yaml()}", flush=True)
     sources = [Source(s) for s in cfg.sources]  # every path and hub id is checked before any work
     decontaminator = Decontaminator.from_configs(cfg.decontaminate)
-    filters = Filters(cfg, decontaminator)
+    examiner = Examiner(cfg, decontaminator)
+    dedup = Deduplicator(cfg.dedup, cfg.seed)
     stats = [SourceStats(s.cfg.name, s.location, s.cfg.format, s.cfg.weight, s.licence) for s in sources]
     with atomic_dir(out) as tmp:
         spills = []
         with open(tmp / "rejects.jsonl", "w", encoding="utf-8") as rejects:
             for i, (source, st) in enumerate(zip(sources, stats)):
-                spills.append(_filter_source(source, st, filters, rejects, tmp / f".kept-{i}.jsonl"))
+                spills.append(_filter_source(cfg, source, st, examiner, dedup, rejects, tmp / f".kept-{i}.jsonl"))
                 st.sha256 = {f: d for p in source.files() for f, d in sha256_tree(p).items()}
                 print(f"  {st.name}: read {st.read:,}, kept {st.kept:,}, removed {dict(st.removed) or 0}", flush=True)
         lengths = _write_splits(cfg, stats, spills, tmp)
         for spill in spills:
             spill.path.unlink()
-        card = _datacard(cfg, stats, decontaminator, lengths, tmp, filters.tokens.tokenizer is None)
+        card = _datacard(cfg, stats, decontaminator, lengths, tmp, examiner.tokens.tokenizer is None)
         _write_manifest(cfg, stats, decontaminator, tmp)
     t = card["totals"]
     elapsed = time.perf_counter() - started
@@ -119,25 +84,50 @@ def _check_out(out: Path) -> None:
                         "choose a new folder")
 
 
-def _filter_source(source: Source, st: SourceStats, filters: Filters, rejects, path: Path) -> _Spill:
+def _filter_source(cfg: DataConfig, source: Source, st: SourceStats, examiner: Examiner, dedup: Deduplicator,
+                   rejects, path: Path) -> _Spill:
+    """Examine rows in parallel, then decide duplicates in source order (the first copy is kept)."""
     spill = _Spill(path)
     name = source.cfg.name
+    chunks = ((chunk, source.cfg) for chunk in _chunks(source.rows(), CHUNK_ROWS))
+    workers = cfg.workers or default_workers()
     with open(path, "w", encoding="utf-8") as kept:
-        for raw in source.rows():
-            st.read += 1
-            reason, detail, example, n = filters.judge(raw, source.cfg)
-            if reason:
-                st.removed[reason] += 1
-                row = item_record(raw.value) if hasattr(raw.value, "excluded") else raw.value
-                rejects.write(json.dumps({"source": name, "line": raw.line, "record": raw.record, "reason": reason,
-                                          "detail": detail, "row": row}, ensure_ascii=False, default=str) + "\n")
-                continue
-            st.kept += 1
-            kept.write(json.dumps({"id": f"{name}-{raw.record}", "source": name, "prompt": example.prompt,
-                                   "completion": example.completion}, ensure_ascii=False) + "\n")
-            spill.records.append(raw.record)
-            spill.lengths.append(n)
+        for (chunk, _), verdicts in ordered_map(examiner.examine_chunk, chunks, workers):
+            for raw, v in zip(chunk, verdicts):
+                st.read += 1
+                reason = _decide(cfg, raw, v, dedup)
+                if reason:
+                    st.removed[reason] += 1
+                    row = item_record(raw.value) if hasattr(raw.value, "excluded") else raw.value
+                    rejects.write(json.dumps({"source": name, "line": raw.line, "record": raw.record,
+                                              "reason": reason, "detail": v.detail if reason == v.reason else None,
+                                              "row": row}, ensure_ascii=False, default=str) + "\n")
+                    continue
+                st.kept += 1
+                kept.write(v.line)
+                spill.records.append(raw.record)
+                spill.lengths.append(v.tokens)
     return spill
+
+
+def _decide(cfg: DataConfig, raw: RawRow, v: Verdict, dedup: Deduplicator) -> str | None:
+    """The reason a row is removed, in a fixed order: what it is, then whether it came before."""
+    if v.reason == "malformed" and cfg.on_error == "fail":
+        raise Sm70Error(f"{raw.where}: {v.detail} (on_error=skip sends such rows to rejects.jsonl instead)")
+    if v.reason and not v.reason.startswith("contaminated:"):
+        return v.reason
+    if dedup.exact_duplicate(v.key):
+        return "duplicate"
+    if v.reason:
+        return v.reason
+    if dedup.near_duplicate(v.sketch):
+        return "near_duplicate"
+    return None
+
+
+def _chunks(rows: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk
 
 
 def _write_splits(cfg: DataConfig, stats: list[SourceStats], spills: list[_Spill], tmp: Path) -> np.ndarray:

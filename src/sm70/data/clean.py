@@ -10,22 +10,44 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_SPACES = re.compile(r"[ \t\f\v\u00a0]+")
+_SPACES = re.compile(r"[ \t\f\v\u00a0]{2,}|[\t\f\v\u00a0]")
 _TRAILING = re.compile(r" +\n")
 _BLANK_LINES = re.compile(r"\n{3,}")
 _WORD = re.compile(r"\w+")
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_NON_WORD_TO_SPACE = bytes(c if c in _WORD_BYTES else 32 for c in range(256))
 
 
 def clean_text(text: str) -> str:
-    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _SPACES.sub(" ", text)
-    text = _TRAILING.sub("\n", text)
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    # Most rows are already clean: test cheaply before rewriting (this runs three times per row).
+    if not unicodedata.is_normalized("NFC", text):
+        text = unicodedata.normalize("NFC", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "  " in text or "\t" in text or "\u00a0" in text or "\f" in text or "\v" in text:
+        text = _SPACES.sub(" ", text)
+    if " \n" in text:
+        text = _TRAILING.sub("\n", text)
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
-def match_words(text: str) -> list[str]:
-    """Case-folded word tokens: "The  patient's B.P." and "the patients bp" differ only in what this drops."""
-    return _WORD.findall(text.casefold())
+def match_words(text: str) -> list[bytes]:
+    """Case-folded words as UTF-8 bytes: "The  patient's B.P." and "the patient s b p" give the same list.
+
+    Words are `\\w+` runs. ASCII text (nearly all rows) takes a byte-table path that is about twice
+    as fast as the regular expression and gives the same words.
+    """
+    text = text.casefold()
+    if text.isascii():
+        return text.encode("ascii").translate(_NON_WORD_TO_SPACE).split()
+    return [w.encode() for w in _WORD.findall(text)]
+
+
+def ngrams(words: list[bytes], n: int) -> list[bytes]:
+    """Every run of `n` consecutive words, space-joined (zip over shifted lists: the fastest form in CPython)."""
+    return list(map(b" ".join, zip(*(words[i:] for i in range(n)))))
 
 
 class TokenCounter:

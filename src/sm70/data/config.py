@@ -18,7 +18,7 @@ class SourceConfig(Config):
     """One input. Exactly one of `path` (local file; `samples://...` for the bundled samples), `hub`
     (a Hugging Face dataset id) or `catalog` (a Medical Meadow subset by name, see `sm70.data.catalog`)."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")  # it becomes part of every row id
     path: str | None = None
     hub: str | None = None
     catalog: str | None = None
@@ -47,7 +47,9 @@ class DecontamConfig(Config):
     task: str                      # a task of sm70.eval.tasks: medqa, pubmedqa, usmle_step1..3, usmle
     path: str | None = None        # file or folder in the task's real format; the bundled sample when omitted
     split: str = "test"
-    ngram: int = Field(13, ge=3, description="a shared word n-gram of this length marks a row contaminated")
+    ngram: int = Field(13, ge=3, description="length of the word n-grams compared")
+    min_coverage: float = Field(0.3, gt=0, le=1, description="share of a test question's (or abstract "
+                                "section's) n-grams a row must contain to count as a copy of it")
 
 
 class DedupConfig(Config):
@@ -70,6 +72,7 @@ class DataConfig(Config):
     val_fraction: float = Field(0.05, ge=0, lt=1)
     seed: int = 0
     on_error: Literal["fail", "skip"] = "fail"
+    workers: int = Field(0, ge=0, description="processes that examine rows; 0 = one per core, at most 4")
 
     @model_validator(mode="after")
     def _check(self):

@@ -4,11 +4,30 @@ Near-duplicates use rensa's R-MinHash with an LSH index whose candidates are che
 threshold (a Rust library: about 35x datasketch's per-row speed on Medical Meadow rows, which is
 what makes an 800K-row build take minutes rather than hours). Shingles are word n-grams of the
 normalised text, so case, punctuation and spacing changes do not hide a copy.
+
+Sketching a row (`fingerprint`) needs no state and runs in the worker processes; deciding which
+row came first (`Deduplicator`) runs in one process, in source order.
 """
 
 from __future__ import annotations
 
+import hashlib
+
+from sm70.data.clean import ngrams
 from sm70.data.config import DedupConfig
+
+
+def exact_key(words: list[bytes]) -> int:
+    # blake2b, not hash(): the key must be the same in every worker process.
+    return int.from_bytes(hashlib.blake2b(b" ".join(words), digest_size=8).digest(), "little")
+
+
+def minhash(words: list[bytes], cfg: DedupConfig, seed: int):
+    from rensa import RMinHash
+
+    sketch = RMinHash(num_perm=cfg.num_perm, seed=seed)
+    sketch.update(ngrams(words, cfg.shingle) or [b" ".join(words)])
+    return sketch
 
 
 class Deduplicator:
@@ -23,22 +42,18 @@ class Deduplicator:
                                              seed=seed)
         self.count = 0
 
-    def exact_duplicate(self, words: list[str]) -> bool:
+    def exact_duplicate(self, key: int | None) -> bool:
         """True when the same normalised text was seen before; otherwise remembers it."""
-        if not self.cfg.exact:
+        if key is None:
             return False
-        # Python's str hash is salted per process, but a set lookup only needs it within one build.
-        key = hash(" ".join(words))
         if key in self.exact:
             return True
         self.exact.add(key)
         return False
 
-    def near_duplicate(self, words: list[str]) -> bool:
+    def near_duplicate(self, sketch) -> bool:
         """True when a kept row is at least `threshold` similar; otherwise indexes this row."""
-        if self.near is None:
+        if sketch is None:
             return False
-        k = self.cfg.shingle
-        shingles = [" ".join(words[i:i + k]) for i in range(len(words) - k + 1)] or [" ".join(words)]
         self.count += 1
-        return not self.near.add_pairs([(str(self.count), shingles)])[0]
+        return not self.near.add(str(self.count), sketch)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 from sm70.data.catalog import subset
 from sm70.data.config import SourceConfig
@@ -25,13 +24,17 @@ TASK_OF_FORMAT = {"medqa": "medqa", "pubmedqa": "pubmedqa", "usmle": "usmle"}
 _BETWEEN = re.compile(r"[\s,]*")  # whitespace and the comma between two objects of a JSON list
 
 
-@dataclass(frozen=True)
-class RawRow:
-    where: str            # "file:line" or "file: record N", for messages
+class RawRow(NamedTuple):
+    # A named tuple, not a dataclass: rows are pickled to the worker processes, and tuples pickle fastest.
+    file: str             # the same str object for every row of a file, so pickle sends it once per chunk
     line: int | None      # 1-based line the record starts on, where the format has lines
     record: int           # 0-based position in the source
     value: Any            # dict for tables; an sm70.eval.tasks Item for benchmark formats
     error: str | None = None  # set when the row could not even be decoded (value is then the raw text)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line is not None else f"{self.file}: record {self.record}"
 
 
 def resolve_path(text: str) -> Path:
@@ -92,8 +95,9 @@ class Source:
         if self.path is None:
             raise Sm70Error(f"source {self.cfg.name}: format {self.cfg.format} reads a local file or folder (path:)")
         options = {} if self.cfg.format == "usmle" else {"split": self.cfg.split}
+        file = str(self.path)
         for i, item in enumerate(load_task(TASK_OF_FORMAT[self.cfg.format], self.path, **options)):
-            yield RawRow(f"{self.path}: item {item.id}", None, i, item)
+            yield RawRow(file, None, i, item)
 
     def _check_hub(self) -> None:
         from sm70.model.load import hub_allowed
@@ -133,7 +137,7 @@ def read_json_list(path: Path) -> Iterator[RawRow]:
                         f"(Medical Meadow layout), found {text[pos]!r}")
     pos = _BETWEEN.match(text, pos + 1).end()
     line, counted = 1, 0
-    record = 0
+    record, file = 0, str(path)
     while pos < len(text) and text[pos] != "]":
         line += text.count("\n", counted, pos)
         counted = pos
@@ -141,7 +145,7 @@ def read_json_list(path: Path) -> Iterator[RawRow]:
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:
             raise Sm70Error(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
-        yield RawRow(f"{path}:{line}", line, record, value)
+        yield RawRow(file, line, record, value)
         record += 1
         pos = _BETWEEN.match(text, end).end()
     if pos >= len(text):
@@ -150,33 +154,33 @@ def read_json_list(path: Path) -> Iterator[RawRow]:
 
 def read_jsonl(path: Path) -> Iterator[RawRow]:
     with open(path, encoding="utf-8") as f:
-        record = 0
+        record, file = 0, str(path)
         for line, text in enumerate(f, 1):
             if not text.strip():
                 continue
             try:
-                yield RawRow(f"{path}:{line}", line, record, json.loads(text))
+                yield RawRow(file, line, record, json.loads(text))
             except json.JSONDecodeError as e:
-                yield RawRow(f"{path}:{line}", line, record, text.rstrip("\n"), f"not valid JSON: {e.msg}")
+                yield RawRow(file, line, record, text.rstrip("\n"), f"not valid JSON: {e.msg}")
             record += 1
 
 
 def read_csv(path: Path) -> Iterator[RawRow]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        start = 2  # line 1 is the header
+        start, file = 2, str(path)  # line 1 is the header
         for record, row in enumerate(reader):
-            yield RawRow(f"{path}:{start}", start, record, row)
+            yield RawRow(file, start, record, row)
             start = reader.line_num + 1
 
 
 def read_parquet(path: Path) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
-    record = 0
+    record, file = 0, str(path)
     for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
         for row in batch.to_pylist():
-            yield RawRow(f"{path}: record {record}", None, record, row)
+            yield RawRow(file, None, record, row)
             record += 1
 
 
@@ -187,5 +191,6 @@ def read_hub(hub: str, split: str) -> Iterator[RawRow]:
         dataset = datasets.load_dataset(hub, split=split, streaming=True)
     except Exception as e:  # the hub client raises many types; all mean "could not fetch"
         raise Sm70Error(f"hub:{hub}: could not load split {split!r}: {e}") from None
+    file = f"hub:{hub}"
     for record, row in enumerate(dataset):
-        yield RawRow(f"hub:{hub}: record {record}", None, record, row)
+        yield RawRow(file, None, record, row)

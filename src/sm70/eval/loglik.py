@@ -56,6 +56,7 @@ class LoglikScorer:
         self.bos_text = tokenizer.decode(self.prefix_token_id)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.stats = {"shared_items": 0, "unshared_items": 0, "prefix_tokens": 0}
+        self._prefix: tuple[list[int], list] | None = None  # the last shared prefix and its key/values
 
     # ---- tokenization: lm-eval's rules ----
 
@@ -105,8 +106,7 @@ class LoglikScorer:
         self.stats["unshared_items"] += len(alone) + len(too_long)
         with torch.inference_mode():
             if shared:
-                prefix_kv = self.run_prefix(prefix)
-                self.stats["prefix_tokens"] = len(prefix)
+                prefix_kv = self.prefix_cache(prefix)
                 for batch in self.batches(shared, encoded):
                     for i, lls in zip(batch, self.score_batch([encoded[i] for i in batch], prefix_kv, len(prefix))):
                         results[i] = lls
@@ -123,59 +123,68 @@ class LoglikScorer:
         for start in range(0, len(order), self.batch_size):
             yield order[start:start + self.batch_size]
 
-    def run_prefix(self, prefix: list[int]):
+    def prefix_cache(self, prefix: list[int]):
+        """Key/values of the shared prefix, computed once for every batch and call that shares it."""
         import torch
 
-        out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
-        return [(layer.keys, layer.values) for layer in out.cache.layers]
+        if self._prefix is None or self._prefix[0] != prefix:
+            out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
+            self._prefix = (prefix, [(layer.keys, layer.values) for layer in out.cache.layers])
+            self.stats["prefix_tokens"] += len(prefix)
+        return self._prefix[1]
 
     def score_batch(self, batch: list[Encoded], prefix_kv, p: int) -> list[list[float]]:
-        """Each item's context once (after the shared prefix cache), then all choices against its cache."""
+        """One forward for a batch of items: each row holds an item's context (after the shared prefix)
+        followed by all its choices' tokens, with a tree-shaped mask so that every choice sees the
+        context and its own earlier tokens only, at the positions it would have in its own sequence."""
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
-        suffixes = [enc.context[p:] for enc in batch]
-        lengths = torch.tensor([len(s) for s in suffixes], device=device)
-        width = int(lengths.max())
-        ids = torch.tensor([s + [self.pad_id] * (width - len(s)) for s in suffixes], device=device)
+        rows, spans = [], []  # spans[i]: (start, continuation) of each choice within row i
+        for enc in batch:
+            row, marks = list(enc.context[p:]), []
+            for cont in enc.continuations:
+                marks.append((len(row), cont))
+                row += cont[:-1]  # the last token is predicted, never read
+            rows.append(row)
+            spans.append(marks)
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long, device=device)
+        positions = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        allowed = torch.zeros((len(rows), width, p + width), dtype=torch.bool, device=device)
+        allowed[:, :, :p] = True
+        causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+        for i, (enc, row, marks) in enumerate(zip(batch, rows, spans)):
+            n = len(enc.context) - p
+            ids[i, :len(row)] = torch.tensor(row, device=device)
+            positions[i, :n] = p + torch.arange(n, device=device)
+            allowed[i, :n, p:p + n] = causal[:n, :n]
+            for start, cont in marks:
+                k = len(cont) - 1
+                positions[i, start:start + k] = p + n + torch.arange(k, device=device)
+                allowed[i, start:start + k, p:p + n] = True
+                allowed[i, start:start + k, p + start:p + start + k] = causal[:k, :k]
+            idle = torch.arange(len(row), width, device=device)
+            allowed[i, idle, p + idle] = True  # padding attends to itself, so no row of the mask is empty
+        mask = allowed[:, None]
+        if self.model.config._attn_implementation == "eager":
+            mask = torch.zeros(mask.shape, dtype=self.model.dtype, device=device).masked_fill(
+                ~mask, torch.finfo(self.model.dtype).min)
         cache = DynamicCache(ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
-                                             for k, v in prefix_kv]) if prefix_kv else DynamicCache()
-        # Right padding: real tokens never attend to the pads after them, so no mask is needed here.
-        positions = (p + torch.arange(width, device=device)).expand(len(batch), -1)
-        out = self.model(input_ids=ids, cache=cache, position_ids=positions, use_cache=True)
-        last = torch.log_softmax(out.logits[torch.arange(len(batch), device=device), lengths - 1].float(), dim=-1)
-
-        rows = [(i, cont) for i, enc in enumerate(batch) for cont in enc.continuations]
-        tails = [cont[1:] for _, cont in rows]
-        tail_lp = self.score_tails(out.cache, rows, lengths, p, width) if any(tails) else None
-        results: list[list[float]] = [[] for _ in batch]
-        for r, (i, cont) in enumerate(rows):
-            total = last[i, cont[0]]
-            if len(cont) > 1:
-                total = total + tail_lp[r, torch.arange(len(cont) - 1), torch.tensor(cont[1:], device=device)].sum()
-            results[i].append(float(total))
+                                             for k, v in prefix_kv]) if prefix_kv else None
+        out = self.model(input_ids=ids, cache=cache, attention_mask=mask, position_ids=positions)
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+        results: list[list[float]] = []
+        for i, (enc, marks) in enumerate(zip(batch, spans)):
+            last = len(enc.context) - p - 1
+            scores = []
+            for start, cont in marks:
+                # Token 0 is predicted by the context's last position, token t by the choice's token t-1.
+                where = torch.tensor([last] + list(range(start, start + len(cont) - 1)), device=device)
+                scores.append(float(logprobs[i, where, torch.tensor(cont, device=device)].sum()))
+            results.append(scores)
         return results
-
-    def score_tails(self, cache, rows, lengths, p: int, width: int):
-        """Log-probs after feeding each choice's tokens but the last, against its item's cache."""
-        import torch
-        from transformers import DynamicCache
-
-        device = self.model.device
-        index = torch.tensor([i for i, _ in rows], device=device)
-        inputs = [cont[:-1] for _, cont in rows]
-        span = max(1, max(len(x) for x in inputs))
-        ids = torch.tensor([x + [self.pad_id] * (span - len(x)) for x in inputs], device=device)
-        choice_cache = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index])
-                                                    for layer in cache.layers])
-        # Mask each row's context pads (between its own context end and the common width).
-        slots = torch.arange(p + width + span, device=device)
-        row_len = lengths[index]
-        mask = ((slots < p + row_len[:, None]) | (slots >= p + width)).long()
-        positions = p + row_len[:, None] + torch.arange(span, device=device)
-        out = self.model(input_ids=ids, cache=choice_cache, attention_mask=mask, position_ids=positions)
-        return torch.log_softmax(out.logits.float(), dim=-1)
 
     def score_unshared(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
         """lm-eval's own computation: each (context, continuation) run whole, right-padded, truncated

@@ -26,7 +26,18 @@ REAL_DATA = {
 
 
 def _sets(ref: StageRef) -> list[str]:
-    return [f"{k}={v}" for k, v in ref.set.items()]
+    return [f"{k}={_flow(v)}" for k, v in flatten(ref.set).items()]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}, so that nested settings merge into a recipe instead of replacing it."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _recipe(ref: StageRef) -> Path | None:
@@ -37,9 +48,7 @@ def eval_data_overrides(recipe: Path | None, data_dir: Path | None) -> list[str]
     """Point every evaluation task at the real files in `data_dir` instead of the bundled samples."""
     if data_dir is None:
         return []
-    data_dir = Path(data_dir).resolve()
-    if not data_dir.is_dir():
-        raise Sm70Error(f"data_dir={data_dir}: no such folder")
+    data_dir = Path(data_dir).resolve()  # a missing file is reported by the evaluation stage itself
     tasks = (read_recipe(recipe) if recipe else {}).get("tasks", [])
     new = []
     for task in tasks:
@@ -55,7 +64,8 @@ def eval_data_overrides(recipe: Path | None, data_dir: Path | None) -> list[str]
 def _flow(value) -> str:
     import yaml
 
-    return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
+    return text.removesuffix("...").strip()  # YAML ends a bare scalar document with "..."
 
 
 def build_stages(cfg: PipelineConfig) -> dict[str, Stage]:
@@ -175,7 +185,7 @@ def print_plan(cfg: PipelineConfig, stages: dict[str, Stage], state: State) -> i
 
 
 def demo(cfg: DemoConfig) -> int:
-    overrides = [f"out={cfg.out}", *(f"{k}={v}" for k, v in cfg.set.items())]
+    overrides = [f"out={cfg.out}", *(f"{k}={_flow(v)}" for k, v in flatten(cfg.set).items())]
     if cfg.data_dir is not None:
         overrides.append(f"data_dir={Path(cfg.data_dir).resolve()}")
     if cfg.plan:

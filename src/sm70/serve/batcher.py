@@ -19,7 +19,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from sm70.serve.handle import Event, Handle, QueueFull
+from sm70.serve.handle import Event, Handle, Outbox, QueueFull
 from sm70.serve.sampling import SamplingParams, TextStream, choose_token, make_generator
 
 log = logging.getLogger("sm70.serve")
@@ -60,6 +60,7 @@ class Batcher:
         self._rows: list[Row] = []
         self._mask = None               # [rows, columns] attention mask, left-padded
         self._cache = None
+        self._outbox = Outbox()
         self._thread = threading.Thread(target=self._run, name="sm70-batcher", daemon=True)
         self._thread.start()
 
@@ -108,11 +109,10 @@ class Batcher:
                 except Exception as e:  # one bad step must not stop the server: fail its rows, go on
                     log.error("engine step failed: %s", type(e).__name__)
                     self.stats.errors += 1
-                    for row in self._rows:
-                        row.handle.emit(Event("error", text="the model failed on this batch"))
-                    for h in joining:
-                        h.emit(Event("error", text="the model failed on this batch"))
+                    for h in [row.handle for row in self._rows] + joining:
+                        self._outbox.put(h, Event("error", text="the model failed on this batch"))
                     self._rows, self._mask, self._cache = [], None, None
+                self._outbox.flush()
 
     def _drop_if_cancelled(self, handle: Handle) -> bool:
         if handle.cancelled.is_set():
@@ -182,8 +182,11 @@ class Batcher:
         self.stats.batch_sizes[len(self._rows)] += 1
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(self._rows))
         keep = list(range(first))
+        greedy = logits.argmax(dim=-1).tolist()   # one call for every temperature-0 row
         for i, row in enumerate(self._rows[first:], start=first):
-            token = choose_token(logits[i - first], row.handle.params, row.generator)
+            params = row.handle.params
+            token = greedy[i - first] if params.temperature <= 0 else choose_token(logits[i - first], params,
+                                                                                     row.generator)
             done = self._step_row(row, token)
             if not done:
                 keep.append(i)
@@ -214,7 +217,7 @@ class Batcher:
         row.generated += 1
         delta = row.stream.push(token)
         if delta:
-            handle.emit(Event("delta", text=delta))
+            self._outbox.put(handle, Event("delta", text=delta))
         if row.stream.stopped:
             return self._finish(row, "stop")
         if row.generated >= params.max_tokens:
@@ -224,8 +227,8 @@ class Batcher:
     def _finish(self, row: Row, reason: str) -> bool:
         tail = row.stream.flush()
         if tail:
-            row.handle.emit(Event("delta", text=tail))
-        row.handle.emit(Event("done", finish_reason=reason, prompt_tokens=len(row.handle.prompt_ids),
+            self._outbox.put(row.handle, Event("delta", text=tail))
+        self._outbox.put(row.handle, Event("done", finish_reason=reason, prompt_tokens=len(row.handle.prompt_ids),
                               completion_tokens=row.generated))
         self.stats.finished += 1
         return True

@@ -28,6 +28,7 @@ class EngineSpec:
     max_context: int | None = None
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
+    threads: int | None = None
 
 
 class Engine(Protocol):
@@ -58,6 +59,11 @@ class EmbeddedEngine:
         from sm70.model.load import load_model, load_tokenizer
         from sm70.serve.batcher import Batcher
 
+        if spec.threads:
+            import torch
+
+            # on a shared CPU, torch's spinning worker threads can make a decoding step 30x slower
+            torch.set_num_threads(spec.threads)
         self.tokenizer = load_tokenizer(spec.model)
         model = load_model(spec.model, adapter=spec.adapter, quant=spec.quant, dtype=spec.dtype)
         model.eval()

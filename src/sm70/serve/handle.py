@@ -41,7 +41,7 @@ class Handle:
         self._queue: queue.Queue = queue.Queue()
 
     def emit(self, event: Event) -> None:
-        """Called from the engine thread."""
+        """One event, from any thread (engines that batch their hand-overs use `Outbox`)."""
         if self._aqueue is not None:
             try:
                 self._loop.call_soon_threadsafe(self._aqueue.put_nowait, event)
@@ -56,14 +56,14 @@ class Handle:
     async def events(self) -> AsyncIterator[Event]:
         try:
             while True:
-                event = await self._aqueue.get()
-                yield event
-                if event.kind != "delta":
-                    return
+                for event in _coalesce([await self._aqueue.get()], self._aqueue):
+                    yield event
+                    if event.kind != "delta":
+                        return
         finally:
             self.cancel()  # no-op when finished; frees the slot when the client went away
 
-    def events_sync(self) -> Iterator[Event]:
+    def events_sync(self) -> Iterator[Event]:  # for in-process callers (terminal chat, tests)
         try:
             while True:
                 event = self._queue.get()
@@ -72,3 +72,51 @@ class Handle:
                     return
         finally:
             self.cancel()
+
+
+class Outbox:
+    """Collects one engine step's events and hands them over with one wake-up per event loop.
+
+    Waking the loop once per token per request makes the HTTP thread fight the engine thread for
+    the GIL at every row; one hand-over per step keeps that cost flat as the batch grows.
+    """
+
+    def __init__(self):
+        self._items: list[tuple[Handle, Event]] = []
+
+    def put(self, handle: Handle, event: Event) -> None:
+        self._items.append((handle, event))
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        by_loop: dict = {}
+        for handle, event in items:
+            if handle._aqueue is None:
+                handle._queue.put(event)
+            else:
+                by_loop.setdefault(handle._loop, []).append((handle, event))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the loop is gone (server shutting down): nobody is listening
+                for handle, _ in batch:
+                    handle.cancelled.set()
+
+
+def _deliver(batch: list[tuple[Handle, Event]]) -> None:
+    for handle, event in batch:
+        handle._aqueue.put_nowait(event)
+
+
+def _coalesce(events: list[Event], pending: asyncio.Queue) -> list[Event]:
+    """Merge the text deltas already waiting into one: a reader that fell behind (busy loop, slow
+    client) then sends one SSE event per wake-up instead of one per token."""
+    while not pending.empty():
+        events.append(pending.get_nowait())
+    merged: list[Event] = []
+    for event in events:
+        if merged and merged[-1].kind == "delta" and event.kind == "delta":
+            merged[-1] = Event("delta", text=merged[-1].text + event.text)
+        else:
+            merged.append(event)
+    return merged

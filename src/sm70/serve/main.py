@@ -40,6 +40,7 @@ class ServeConfig(Config):
     default_max_tokens: int = Field(512, ge=1)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
     log_level: str = "info"
 
 
@@ -85,7 +86,7 @@ def build(cfg: ServeConfig):
     spec = EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, dtype=cfg.dtype,
                       served_name=cfg.served_name, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                       max_context=cfg.max_context, tensor_parallel_size=cfg.tensor_parallel_size,
-                      gpu_memory_utilization=cfg.gpu_memory_utilization)
+                      gpu_memory_utilization=cfg.gpu_memory_utilization, threads=cfg.threads)
     engine = open_engine(cfg.engine, spec)
     service = Service(engine, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
                       default_max_tokens=cfg.default_max_tokens, scrub=scrub)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 from sm70.serve.handle import Handle, QueueFull
-from sm70.serve.protocol import (ChatRequest, CompletionRequest, Request, chat_chunk, chat_response,
+from sm70.serve.protocol import (ChatRequest, Request, chat_chunk, chat_response,
                                  completion_chunk, completion_response, error_body, new_id, usage)
 from sm70.serve.sampling import SamplingParams
 

@@ -65,15 +65,16 @@ class PackedCollator:
     Counts the real (non-padding) tokens it has served, for the tokens/s figure.
     """
 
-    def __init__(self, pad_id: int, attention: str = "mask"):
+    def __init__(self, pad_id: int, attention: str = "mask", width: int | None = None):
         self.pad_id = pad_id
         self.attention = attention
-        self.tokens = 0
+        self.width = width  # pad every batch to this width: packed rows are nearly full anyway, and one
+        self.tokens = 0     # fixed shape lets the CPU kernels reuse their plans from step to step
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
+        width = max(max(len(f["input_ids"]) for f in features), self.width or 0)
         batch = {k: [] for k in ("input_ids", "labels", "position_ids", "segments")}
         for f in features:
             pad = width - len(f["input_ids"])

@@ -145,11 +145,13 @@ def plan_memory(cfg, device_memory_gb: float | None = None) -> MemoryPlan:
                  CUDA_CONTEXT_GiB * GiB if gpu else CPU_RUNTIME_GiB * GiB))
     rows = [(name, b / GiB) for name, b in rows]
     acts = {k: v / GiB for k, v in acts.items()}
+    hours = estimate_hours(cfg, linear_params + other_params, gpu)
+    if hours is not None:
+        notes.append(f"the time estimate assumes {assumed_tflops(cfg, gpu):g} TFLOP/s sustained per process and "
+                     "~4 characters per token (set assumed_tflops= for your hardware)")
     return MemoryPlan(model=str(cfg.model), rows=rows, total_gb=sum(gb for _, gb in rows), device=device,
                       device_gb=device_gb, processes=cfg.processes, sharding="fsdp" if fsdp else "replicated",
-                      activations_gb=acts, estimated_hours=estimate_hours(cfg, linear_params + other_params, gpu),
-                      notes=notes + [f"time estimate assumes {assumed_tflops(cfg, gpu):g} TFLOP/s sustained per process "
-                                     "(set assumed_tflops= for your hardware)"])
+                      activations_gb=acts, estimated_hours=hours, notes=notes)
 
 
 def activations(shape: dict, tokens: int, compute: int) -> dict[str, float]:

@@ -70,27 +70,20 @@ def train(cfg: TrainConfig) -> Path:
         print(plan_memory(cfg).table())
         return Path(cfg.out)
     import torch
-    import transformers
-    from transformers import PrinterCallback, TrainingArguments
-
-    from sm70.model.load import config_hash, dtype_from_name, load_model, load_tokenizer, resolve_model_path
-    from sm70.train import checkpoints, examples, manifest, packing, progress
-
     from accelerate import PartialState
 
-    cuda = torch.cuda.is_available()
-    processes = PartialState(cpu=not cuda)  # joins the process group under `accelerate launch`
+    from sm70.model.load import config_hash, resolve_model_path
+    from sm70.train import checkpoints, manifest, progress
+
+    processes = PartialState(cpu=not torch.cuda.is_available())  # joins the group under `accelerate launch`
     rank, world = processes.process_index, processes.num_processes
     out = Path(cfg.out)
-    ckpt_dir = out / "checkpoints"
     state = _check_out(cfg, out)
-    resume_from = checkpoints.newest_checkpoint(ckpt_dir) if cfg.resume else None
+    resume_from = checkpoints.newest_checkpoint(out / "checkpoints") if cfg.resume else None
     processes.wait_for_everyone()  # every rank has looked at `out` before rank 0 writes to it
     if state == "complete":
         print(f"{out}: run already complete (manifest.json); nothing to do")
         return out
-    compute = dtype_from_name(cfg.compute_dtype)
-    fsdp = cfg.sharding == "fsdp" or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     started = manifest.now()
     if rank == 0:
         print(cfg.to_yaml(), end="")
@@ -102,63 +95,24 @@ def train(cfg: TrainConfig) -> Path:
         else:
             (out / "metrics.jsonl").unlink(missing_ok=True)
 
-    tokenizer = load_tokenizer(cfg.model)
-    rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl") for split in ("train", "val")}
-    data = {}
-    for split, split_rows in rows.items():
-        tokenized, cut = examples.tokenize(split_rows, tokenizer, cfg.max_length, cfg.completion_only)
-        if cut and rank == 0:
-            print(f"{split}: {cut} of {len(tokenized)} examples truncated to max_length={cfg.max_length}")
-        laid_out = packing.pack(tokenized, cfg.max_length) if cfg.packing else packing.singles(tokenized)
-        data[split] = [row.features() for row in laid_out]
-    if rank == 0:
-        print(f"train: {len(rows['train'])} examples in {len(data['train'])} rows; val: {len(rows['val'])} examples")
-
-    transformers.set_seed(cfg.seed)  # LoRA initialization
-    model = _lora_model(cfg, compute, fsdp, cuda, load_model)
-    attention = "position_ids" if cfg.attn_implementation.startswith("flash") else "mask"
-    collate = {split: packing.PackedCollator(tokenizer.pad_token_id, attention) for split in data}
-
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir), seed=cfg.seed, data_seed=cfg.seed,
-        per_device_train_batch_size=cfg.micro_batch, per_device_eval_batch_size=cfg.micro_batch,
-        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-        learning_rate=cfg.lr, lr_scheduler_type="cosine" if cfg.schedule == "cosine" else "constant_with_warmup",
-        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        optim=cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if cuda else "adamw_torch"),
-        bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        eval_strategy="steps", eval_steps=cfg.eval_steps, eval_on_start=resume_from is None,
-        logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,
-        report_to="none", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
-        ddp_find_unused_parameters=False,
-    )
-    trainer = checkpoints.atomic_trainer_class()(
-        model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
-        data_collator=collate["train"], processing_class=tokenizer,
-    )
-    trainer.keep_checkpoints = cfg.keep_checkpoints
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(progress.run_log_callback(out / "metrics.jsonl", collate["train"], world))
-    _use_eval_collator(trainer, collate["val"])
-
+    trainer, tokenizer = build_trainer(cfg, eval_on_start=resume_from is None, verbose=rank == 0)
+    trainer.add_callback(progress.run_log_callback(out / "metrics.jsonl", trainer.data_collator, world))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     final = trainer.evaluate()
     if trainer.is_world_process_zero():
         with atomic_dir(out / "adapter") as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)  # tokenizer + chat template: the adapter directory stands alone
         metrics = progress.read_metrics(out / "metrics.jsonl")
         progress.plot_loss(metrics, out / "loss.png")
         train_losses = [m["loss"] for m in metrics if m.get("loss") is not None]
-        data_files = {f"{s}.jsonl": manifest.sha256(Path(cfg.data) / f"{s}.jsonl") for s in ("train", "val")}
+        model_path = resolve_model_path(cfg.model)
         write_json(out / "manifest.json", {
             "status": "complete", "config": cfg.dump(), "started": started, "finished": manifest.now(),
             "resumed_from": str(resume_from) if resume_from else None,
-            "model": {"path": resolve_model_path(cfg.model), "config_hash": config_hash(resolve_model_path(cfg.model))},
-            "data": data_files, "versions": manifest.versions(), "git_commit": manifest.git_commit(),
+            "model": {"path": model_path, "config_hash": config_hash(model_path)},
+            "data": {f"{s}.jsonl": manifest.sha256(Path(cfg.data) / f"{s}.jsonl") for s in ("train", "val")},
+            "versions": manifest.versions(), "git_commit": manifest.git_commit(),
             "processes": world, "steps": trainer.state.global_step,
             "final": {"train_loss": train_losses[-1] if train_losses else None, "val_loss": final.get("eval_loss"),
                       "peak_memory_gb": round(progress.peak_memory_gb(), 3)},
@@ -168,6 +122,62 @@ def train(cfg: TrainConfig) -> Path:
         print(f"adapter written to {out / 'adapter'} (val loss {final.get('eval_loss'):.4f})")
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = True):
+    """The 4-bit LoRA model, the packed data and a Trainer with atomic checkpoints (bench uses it too).
+    Returns (trainer, tokenizer); `trainer.data_collator.tokens` counts the real tokens trained on."""
+    import torch
+    import transformers
+    from transformers import PrinterCallback, TrainingArguments
+
+    from sm70.model.load import dtype_from_name, load_tokenizer
+    from sm70.train import checkpoints, examples, packing
+
+    cuda = torch.cuda.is_available()
+    compute = dtype_from_name(cfg.compute_dtype)
+    fsdp = cfg.sharding == "fsdp" or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    tokenizer = load_tokenizer(cfg.model)
+    rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl") for split in ("train", "val")}
+    data = {}
+    for split, split_rows in rows.items():
+        tokenized, cut = examples.tokenize(split_rows, tokenizer, cfg.max_length, cfg.completion_only)
+        if cut and verbose:
+            print(f"{split}: {cut} of {len(tokenized)} examples truncated to max_length={cfg.max_length}")
+        laid_out = packing.pack(tokenized, cfg.max_length) if cfg.packing else packing.singles(tokenized)
+        data[split] = [row.features() for row in laid_out]
+    if verbose:
+        print(f"train: {len(rows['train'])} examples in {len(data['train'])} rows; val: {len(rows['val'])} examples")
+
+    transformers.set_seed(cfg.seed)  # LoRA initialization
+    model = _lora_model(cfg, compute, fsdp, cuda)
+    attention = "position_ids" if cfg.attn_implementation.startswith("flash") else "mask"
+    width = cfg.max_length if cfg.packing else None
+    collate = {split: packing.PackedCollator(tokenizer.pad_token_id, attention, width) for split in data}
+    args = TrainingArguments(
+        output_dir=str(Path(cfg.out) / "checkpoints"), seed=cfg.seed, data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.micro_batch, per_device_eval_batch_size=cfg.micro_batch,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.lr, lr_scheduler_type="cosine" if cfg.schedule == "cosine" else "constant_with_warmup",
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
+        optim=cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if cuda else "adamw_torch"),
+        bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        eval_strategy="steps", eval_steps=cfg.eval_steps, eval_on_start=eval_on_start,
+        logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,  # pruned by the trainer class
+        report_to="none", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+    trainer = checkpoints.atomic_trainer_class()(
+        model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
+        data_collator=collate["train"], processing_class=tokenizer,
+    )
+    trainer.keep_checkpoints = cfg.keep_checkpoints
+    trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace it
+    _use_eval_collator(trainer, collate["val"])
+    return trainer, tokenizer
 
 
 def _check_out(cfg: TrainConfig, out: Path) -> str:
@@ -183,8 +193,10 @@ def _check_out(cfg: TrainConfig, out: Path) -> str:
     return "resume" if cfg.resume else "fresh"
 
 
-def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool, load_model):
+def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from sm70.model.load import load_model
 
     device_map = None
     if cuda and not fsdp:
@@ -194,7 +206,9 @@ def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool, load_model):
                        storage_dtype=compute if fsdp else None)
     model.config.use_cache = False
     model.set_attn_implementation(cfg.attn_implementation)
-    if cfg.quant == "nf4":
+    if cfg.quant == "nf4" and not fsdp:
+        # Upcasts the unquantized parameters to fp32 for stable LoRA training. Not under FSDP: there every
+        # parameter must keep the one storage dtype that FSDP flattens.
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=cfg.gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,0 +1,63 @@
+"""What each row is, decided without looking at any other row: the work that runs in parallel.
+
+An `Examiner` turns a raw row into a `Verdict`: malformed, excluded, empty, too long or
+contaminated, or else its training line plus the two fingerprints that the (sequential)
+deduplicator compares. It holds the decontamination index, read-only, so worker processes forked
+after it is built share it instead of rebuilding it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from sm70.data.clean import TokenCounter, match_words
+from sm70.data.config import DataConfig, SourceConfig
+from sm70.data.decontam import Decontaminator
+from sm70.data.dedup import exact_key, minhash
+from sm70.data.standardize import RowError, Standardizer
+
+
+class Verdict(NamedTuple):  # pickled back from the workers: a tuple is the cheapest to send
+    reason: str | None = None     # why the row is removed; None while it may be kept
+    detail: str | None = None
+    line: str | None = None       # the row as it will be written to train/val.jsonl
+    tokens: int = 0
+    key: int | None = None        # exact-duplicate key (None with dedup.exact off)
+    sketch: Any = None            # MinHash (None with dedup.near off)
+
+
+class Examiner:
+    def __init__(self, cfg: DataConfig, decontaminator: Decontaminator):
+        self.cfg = cfg
+        self.tokens = TokenCounter(cfg.tokenizer)
+        self.standardize = Standardizer(cfg.template, self.tokens.tokenizer)
+        self.decontaminator = decontaminator
+
+    def examine(self, raw, source: SourceConfig) -> Verdict:
+        if raw.error:
+            return Verdict("malformed", raw.error)
+        if getattr(raw.value, "excluded", None):
+            return Verdict("excluded", raw.value.excluded)
+        try:
+            example = self.standardize(raw.value, source)
+        except RowError as e:
+            return Verdict("malformed", str(e))
+        if example.empty:
+            return Verdict("empty")
+        n = self.tokens(example.prompt + example.completion)
+        if n > self.cfg.max_tokens:
+            return Verdict("too_long", f"{n} tokens > max_tokens {self.cfg.max_tokens}")
+        words = match_words(example.text)
+        dedup = self.cfg.dedup
+        key = exact_key(words) if dedup.exact else None
+        task = self.decontaminator.match(words)
+        if task:
+            # Still keyed: a later exact copy of a contaminated row is reported as the duplicate it is.
+            return Verdict(f"contaminated:{task}", key=key)
+        line = json.dumps({"id": f"{source.name}-{raw.record}", "source": source.name, "prompt": example.prompt,
+                           "completion": example.completion}, ensure_ascii=False) + "\n"
+        return Verdict(None, None, line, n, key, minhash(words, dedup, self.cfg.seed) if dedup.near else None)
+
+    def examine_chunk(self, chunk: list, source: SourceConfig) -> list[Verdict]:
+        return [self.examine(raw, source) for raw in chunk]

@@ -1,0 +1,82 @@
+"""Scoring items: prompts (few-shot block, template), then log-likelihood or generation, one result
+row per item in the layout of `predictions.jsonl`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from sm70 import render
+from sm70.eval.loglik import LoglikScorer, Request
+from sm70.eval.tasks import Item, Task, continuations, fewshot_block, question_text
+
+# The instruction a template wraps around the question (training rows use the same wording).
+INSTRUCTIONS = {
+    "mc": "Answer the following multiple-choice question with the letter of the correct option.",
+    "abstract": "Answer the question about the abstract with yes, no or maybe.",
+}
+COT_INSTRUCTION = " Think step by step, then end with 'Answer: ' and your answer."
+
+
+@dataclass(frozen=True)
+class Setting:
+    mode: str = "loglik"           # loglik | generate
+    prompt: str = "lm-eval"        # lm-eval | option-text
+    template: str = "none"         # none | plain | alpaca | medalpaca | chat
+    instruction: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 32
+    cot: bool = False
+
+
+def build_context(task: Task, item: Item, shots: Sequence[Item], setting: Setting, tokenizer=None) -> str:
+    text = fewshot_block(task, shots, setting.prompt) + question_text(task, item)
+    if setting.template == "none":
+        return text
+    instruction = setting.instruction or INSTRUCTIONS[task.layout]
+    if setting.mode == "generate" and setting.cot:
+        instruction += COT_INSTRUCTION
+    return render.apply_template(setting.template, instruction, text, tokenizer=tokenizer)
+
+
+def shared_prefix(contexts: Sequence[str]) -> str:
+    """The text every context starts with, cut back to a line break so it ends on a token boundary in
+    practice (the scorer still checks the tokens and scores an item unshared where they differ)."""
+    if len(contexts) < 2:
+        return ""
+    common = os.path.commonprefix(list(contexts))
+    return common[:common.rfind("\n") + 1] if "\n" in common else ""
+
+
+def argmax(values: Sequence[float]) -> int:
+    # First maximum, like numpy.argmax in lm-eval.
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def score_loglik(scorer: LoglikScorer, task: Task, name: str, items: Sequence[Item], contexts: Sequence[str],
+                 style: str, prefix: str) -> list[dict]:
+    conts = [continuations(task, item, style) for item in items]
+    logliks = scorer.score([Request(ctx, tuple(c)) for ctx, c in zip(contexts, conts)], shared_prefix=prefix)
+    rows = []
+    for item, cont, lls in zip(items, conts, logliks):
+        keys = list(item.options)
+        # lm-eval's acc_norm divides by the length in characters of the choice without the delimiter.
+        lengths = [len(c) - len(render.TARGET_DELIMITER) for c in cont]
+        pred, pred_norm = keys[argmax(lls)], keys[argmax([ll / n for ll, n in zip(lls, lengths)])]
+        rows.append({"task": name, "id": item.id, "gold": item.gold, "prediction": pred,
+                     "correct": pred == item.gold, "logliks": lls, "pred_norm": pred_norm,
+                     "correct_norm": pred_norm == item.gold})
+    return rows
+
+
+def score_generate(generator, name: str, items: Sequence[Item], contexts: Sequence[str]) -> list[dict]:
+    from sm70.eval.extract import extract_answer
+
+    texts = generator.generate(list(contexts))
+    rows = []
+    for item, text in zip(items, texts):
+        extracted = extract_answer(text, item.options)
+        rows.append({"task": name, "id": item.id, "gold": item.gold, "prediction": extracted,
+                     "correct": extracted == item.gold, "text": text, "extracted": extracted})
+    return rows

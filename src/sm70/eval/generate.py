@@ -1,0 +1,53 @@
+"""Free-text answers: greedy decoding through transformers, or vllm when it is installed (GPU hosts)."""
+
+from __future__ import annotations
+
+from sm70.errors import Sm70Error
+
+
+class HFGenerator:
+    def __init__(self, model, tokenizer, max_new_tokens: int = 32, batch_size: int = 8):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_new_tokens, self.batch_size = max_new_tokens, max(1, batch_size)
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        import torch
+
+        tok = self.tokenizer
+        texts = []
+        old_side, tok.padding_side = tok.padding_side, "left"  # new tokens follow every prompt directly
+        try:
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start:start + self.batch_size]
+                # A chat template already wrote BOS into the text; do not add a second one.
+                has_bos = tok.bos_token is not None and all(p.startswith(tok.bos_token) for p in chunk)
+                enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=not has_bos)
+                enc = {k: v.to(self.model.device) for k, v in enc.items()}
+                with torch.inference_mode():
+                    out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                              pad_token_id=tok.pad_token_id)
+                new = out[:, enc["input_ids"].shape[1]:]
+                texts += tok.batch_decode(new, skip_special_tokens=True)
+        finally:
+            tok.padding_side = old_side
+        return texts
+
+
+class VllmGenerator:
+    def __init__(self, model_path: str, adapter: str | None, max_new_tokens: int = 32):
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise Sm70Error("backend=vllm: vllm is not installed (pip install vllm on a GPU machine), "
+                            "or use backend=hf") from None
+        self.llm = LLM(model=model_path, enable_lora=adapter is not None)
+        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        self.lora = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("adapter", 1, adapter)
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        outputs = self.llm.generate(prompts, self.params, lora_request=self.lora)
+        return [o.outputs[0].text for o in outputs]

@@ -1,0 +1,304 @@
+"""`sm70 eval`: score one or more benchmark tasks and write results.json, predictions.jsonl, the report
+and manifest.json (last, with "status": "complete") into `out`.
+
+    sm70 eval task=medqa data=PATH model=DIR [adapter=DIR] mode=loglik prompt=lm-eval shots=0 out=DIR
+    sm70 eval recipes/eval/demo.yaml out=DIR
+
+Per-item results go to `out/cache/` as they are scored, so a rerun after a kill skips finished items.
+Under `accelerate launch` each process scores a shard and rank 0 writes the outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sm70.atomic import write_json, write_text
+from sm70.config import Config
+from sm70.errors import Sm70Error
+from sm70.eval.cache import ResultCache, run_key
+from sm70.eval.tasks import Item, Task, get_task, load_task
+from sm70.eval.tasks.source import sample_path
+
+SAMPLE_FOLDERS = {"medqa": "medqa", "pubmedqa": "pubmedqa"}  # other tasks: usmle
+
+
+class TaskSpec(BaseModel):
+    """One task of a recipe; unset fields take the run-wide value."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str
+    data: str | None = None
+    split: str | None = None
+    shots: int | None = None
+    shots_from: str | None = None
+    prompt: Literal["lm-eval", "option-text"] | None = None
+    limit: int | None = None
+    include_images: bool = False
+
+
+class EvalConfig(Config):
+    out: Path
+    model: str
+    adapter: str | None = None
+    quant: Literal["none", "nf4"] = "none"
+    dtype: str = "auto"
+    task: str | None = None
+    data: str | None = None
+    split: str | None = None
+    tasks: list[TaskSpec] = Field(default_factory=list)
+    mode: Literal["loglik", "generate"] = "loglik"
+    prompt: Literal["lm-eval", "option-text"] = "lm-eval"
+    template: Literal["none", "plain", "alpaca", "medalpaca", "chat"] = "none"
+    instruction: str | None = None
+    shots: int = 0
+    shots_from: str | None = None
+    shot_sampler: Literal["first_n", "random"] = "first_n"
+    seed: int = 0
+    batch_size: int = 8
+    limit: int | None = None
+    include_images: bool = False
+    max_new_tokens: int = 32
+    cot: bool = False
+    cot_tokens: int = 512
+    backend: Literal["hf", "vllm"] = "hf"
+    chunk_items: int = Field(64, description="items scored between two cache writes")
+
+    def task_specs(self) -> list[TaskSpec]:
+        if self.task and self.tasks:
+            raise Sm70Error("eval: give either task= or a tasks: list, not both")
+        if self.task:
+            return [TaskSpec(task=self.task, data=self.data, split=self.split, include_images=self.include_images)]
+        if not self.tasks:
+            raise Sm70Error("eval: no task; give task=medqa|pubmedqa|usmle_step1|... or a tasks: list in the recipe")
+        return self.tasks
+
+
+def evaluate(cfg: EvalConfig) -> Path:
+    from sm70.eval.engine import Setting
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        print(cfg.to_yaml(), file=sys.stderr)
+        write_text(out / "config.yaml", cfg.to_yaml())
+    specs = cfg.task_specs()
+    prepared = [prepare(cfg, spec) for spec in specs]  # load every file first: bad data fails before the model
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    model_info = {"path": cfg.model, "fingerprint": fingerprint_of(cfg.model), "adapter": cfg.adapter,
+                  "adapter_fingerprint": fingerprint_of(cfg.adapter), "quant": cfg.quant}
+    scorer = Scorer(cfg)
+    tasks, predictions = {}, []
+    for spec, (task, items, shots, data_info) in zip(specs, prepared):
+        prompt = spec.prompt or cfg.prompt
+        setting = Setting(mode=cfg.mode, prompt=prompt, template=cfg.template, instruction=cfg.instruction,
+                          batch_size=cfg.batch_size, max_new_tokens=cfg.cot_tokens if cfg.cot else cfg.max_new_tokens,
+                          cot=cfg.cot)
+        identity = {"model": model_info, "task": spec.task, "data": data_info["sha256"], "setting": setting.__dict__,
+                    "shots": [s.id for s in shots], "dtype": cfg.dtype, "backend": cfg.backend}
+        cache = ResultCache(out / "cache", spec.task, run_key(identity), rank)
+        scored = [i for i in items if i.excluded is None]
+        done = cache.load()
+        todo = [i for i in scored if i.id not in done]
+        if rank == 0:
+            print(f"{spec.task}: {len(scored)} items to score, {len(scored) - len(todo)} already done "
+                  f"({cache.folder})", file=sys.stderr)
+        pending = todo[rank::world]
+        scorer.run(task, spec.task, pending, shots, setting, cache, cfg.chunk_items)
+        scorer.barrier()
+        if rank != 0:
+            continue
+        done = cache.load()
+        rows = [done[i.id] for i in scored]
+        predictions += rows
+        tasks[spec.task] = task_results(cfg, spec, items, rows, shots, setting, data_info)
+    if rank != 0:
+        return out
+    results = {"sm70_version": sm70_version(), "model": model_info, "config": cfg.dump(), "versions": versions(),
+               "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tasks": tasks}
+    write_text(out / "predictions.jsonl", "".join(json_line(r) for r in predictions))
+    write_json(out / "results.json", results)
+    from sm70.eval.report import write_report
+
+    write_report(out, results)
+    write_json(out / "manifest.json", {
+        "stage": "eval", "status": "complete", "finished": results["finished"],
+        "inputs": {"model": model_info, "data": {name: t["data"] for name, t in tasks.items()}},
+        "outputs": ["results.json", "predictions.jsonl", "report.md", "report.html", "results.png"]})
+    summary = ", ".join(f"{n} acc {t['metrics']['acc']['value']:.3f} (n={t['n']})" for n, t in tasks.items()
+                        if t["metrics"]["acc"]["value"] is not None)
+    print(f"eval: {summary} -> {out}", file=sys.stderr)
+    return out
+
+
+def prepare(cfg: EvalConfig, spec: TaskSpec) -> tuple[Task, list[Item], list[Item], dict]:
+    task = get_task(spec.task)
+    options: dict = {}
+    if spec.split:
+        options["split"] = spec.split
+    if spec.task.startswith("usmle"):
+        options["include_images"] = spec.include_images or cfg.include_images
+    items = load_task(spec.task, spec.data, **options)
+    limit = spec.limit if spec.limit is not None else cfg.limit
+    if limit is not None:
+        items = items[:limit]
+    shots = choose_shots(cfg, spec, task, items)
+    return task, items, shots, data_info(spec)
+
+
+def choose_shots(cfg: EvalConfig, spec: TaskSpec, task: Task, items: list[Item]) -> list[Item]:
+    """K examples from `shots_from` (default: the task's train split, else the data itself), never an
+    item being scored; the first K (lm-eval's first_n) or K drawn with `seed`."""
+    k = spec.shots if spec.shots is not None else cfg.shots
+    if k <= 0:
+        return []
+    source = spec.shots_from or cfg.shots_from
+    if source is not None:
+        candidates = load_task(spec.task, source)
+    elif task.shots_split != "none":
+        candidates = load_task(spec.task, spec.data, split=task.shots_split)
+    else:
+        candidates = load_task(spec.task, spec.data, include_images=False)
+    scored = {(i.question, tuple(i.options.items())) for i in items}
+    candidates = [c for c in candidates if c.excluded is None and (c.question, tuple(c.options.items())) not in scored]
+    if len(candidates) < k:
+        raise Sm70Error(f"{spec.task}: shots: {k} wanted but only {len(candidates)} usable examples in "
+                        f"{source or spec.data or 'the bundled sample'} outside the scored items; set shots_from=")
+    if cfg.shot_sampler == "random":
+        return random.Random(cfg.seed).sample(candidates, k)
+    return candidates[:k]
+
+
+class Scorer:
+    """The model, loaded once for all tasks, and the scoring loop with its cache writes."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg = cfg
+        self._model = self._tokenizer = self._generator = self._loglik = None
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState()
+
+    def load(self):
+        if self._model is None:
+            from sm70.model.load import load_model, load_tokenizer
+
+            device_map = {"": str(self.state.device)} if self.state is not None else None
+            self._model = load_model(self.cfg.model, adapter=self.cfg.adapter, quant=self.cfg.quant,
+                                     dtype=self.cfg.dtype, device_map=device_map)
+            self._model.eval()
+            self._tokenizer = load_tokenizer(self.cfg.model)
+        return self._model, self._tokenizer
+
+    def run(self, task: Task, name: str, items: list[Item], shots: list[Item], setting, cache: ResultCache,
+            chunk_items: int) -> None:
+        from sm70.eval import engine
+
+        if not items:
+            return
+        model, tokenizer = (None, None) if self.cfg.backend == "vllm" else self.load()
+        contexts = [engine.build_context(task, item, shots, setting, tokenizer) for item in items]
+        prefix = engine.shared_prefix(contexts)
+        for start in range(0, len(items), max(1, chunk_items)):
+            chunk, ctx = items[start:start + chunk_items], contexts[start:start + chunk_items]
+            if setting.mode == "loglik":
+                rows = engine.score_loglik(self.loglik(), task, name, chunk, ctx, setting.prompt, prefix)
+            else:
+                rows = engine.score_generate(self.generator(setting), name, chunk, ctx)
+            cache.append(rows)
+
+    def loglik(self):
+        from sm70.eval.loglik import LoglikScorer
+
+        if self._loglik is None:
+            self._loglik = LoglikScorer(*self.load(), batch_size=self.cfg.batch_size)
+        return self._loglik
+
+    def generator(self, setting):
+        from sm70.eval.generate import HFGenerator, VllmGenerator
+
+        if self._generator is None or self._generator.max_new_tokens != setting.max_new_tokens:
+            if self.cfg.backend == "vllm":
+                self._generator = VllmGenerator(self.cfg.model, self.cfg.adapter, setting.max_new_tokens)
+                self._generator.max_new_tokens = setting.max_new_tokens
+            else:
+                self._generator = HFGenerator(*self.load(), max_new_tokens=setting.max_new_tokens,
+                                              batch_size=self.cfg.batch_size)
+        return self._generator
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+def task_results(cfg: EvalConfig, spec: TaskSpec, items: list[Item], rows: list[dict], shots: list[Item],
+                 setting, data: dict) -> dict:
+    from sm70.eval.stats import accuracy_summary
+
+    def metric(flags: list[bool]) -> dict:
+        s = accuracy_summary(flags)
+        return {"value": s["acc"], "stderr": s["stderr"], "ci95": s["ci95"]}
+
+    metrics = {"acc": metric([r["correct"] for r in rows])}
+    if setting.mode == "loglik":
+        metrics["acc_norm"] = metric([r["correct_norm"] for r in rows])
+    return {"n": len(rows), "n_total": len(items), "mode": setting.mode, "prompt": setting.prompt,
+            "template": setting.template, "shots": len(shots), "shot_sampler": cfg.shot_sampler,
+            "shot_ids": [s.id for s in shots], "seed": cfg.seed, "split": spec.split,
+            "metrics": metrics,
+            "excluded": [{"id": i.id, "reason": i.excluded} for i in items if i.excluded],
+            "unparsed": [{"id": r["id"], "text": r["text"]} for r in rows if setting.mode == "generate"
+                         and r["extracted"] is None],
+            "data": data}
+
+
+def data_info(spec: TaskSpec) -> dict:
+    path = Path(spec.data) if spec.data else sample_path(SAMPLE_FOLDERS.get(spec.task, "usmle"))
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir()
+                                                 if p.is_file() and p.suffix in (".json", ".jsonl"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    return {"path": str(path.resolve()), "sha256": h.hexdigest() if len(files) > 1 else
+            hashlib.sha256(files[0].read_bytes()).hexdigest() if files else None,
+            "files": [f.name for f in files]}
+
+
+def fingerprint_of(path: str | None) -> str | None:
+    from sm70.model.load import fingerprint
+
+    return fingerprint(path) if path else None
+
+
+def sm70_version() -> str:
+    import sm70
+
+    return sm70.__version__
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def json_line(row: dict) -> str:
+    import json
+
+    return json.dumps(row, ensure_ascii=False) + "\n"

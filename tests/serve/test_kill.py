@@ -1,0 +1,72 @@
+"""A server SIGKILLed under load leaves an audit log of whole, chained lines."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from sm70.cli import main
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigkill_under_load_leaves_whole_lines(tiny_model, tmp_path):
+    port, log = free_port(), tmp_path / "audit.log"
+    proc = subprocess.Popen([sys.executable, "-m", "sm70.cli", "serve", f"model={tiny_model}", f"port={port}",
+                             f"audit_log={log}", "max_context=1024", "threads=1", "log_level=warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+
+        def load(stream: bool):
+            while not stop.is_set():
+                try:
+                    body = {"prompt": "The patient", "max_tokens": 16 if not stream else 400, "stream": stream,
+                            "ignore_eos": True}
+                    with httpx.stream("POST", url + "/v1/completions", json=body, timeout=30) as r:
+                        for _ in r.iter_bytes():
+                            pass
+                except httpx.HTTPError:
+                    return
+
+        threads = [threading.Thread(target=load, args=(i % 2 == 0,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        while not log.exists() or log.read_text().count("\n") < 10:
+            assert time.monotonic() < deadline + 60
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    for t in threads:
+        t.join(timeout=30)
+    raw = log.read_bytes()
+    assert raw.endswith(b"\n")
+    entries = [json.loads(line) for line in raw.splitlines()]
+    assert len(entries) >= 10 and all(e["status"] == 200 for e in entries)
+    assert main(["audit", "verify", str(log)]) == 0
