@@ -145,3 +145,17 @@ def test_parallel_workers_give_the_same_output(tmp_path):
     for name in ("train.jsonl", "val.jsonl", "rejects.jsonl"):
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
     assert [(r["record"], r["reason"]) for r in rejects(outs[1])][:2] == [(1500, "duplicate"), (2200, "contaminated:medqa")]
+
+
+def test_chat_template_and_real_token_counts(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    path = write_json(tmp_path / "r.json", DISTINCT)
+    out = build(config(tmp_path, [{"name": "s", "path": str(path)}], template="chat", tokenizer=str(tiny_model)))
+    row = read_jsonl(out / "train.jsonl")[0]
+    assert "[INST]" in row["prompt"] and row["prompt"].rstrip().endswith("[/INST]")
+    card = json.loads((out / "datacard.json").read_text())
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert card["token_lengths"]["max"] == max(len(tok(r["prompt"] + r["completion"])["input_ids"])
+                                               for r in read_jsonl(out / "train.jsonl"))
+    assert card["token_count"] == f"tokenizer {tiny_model}"

@@ -64,7 +64,7 @@ def test_each_benchmark_indexes_its_test_text(task, path):
 def test_boilerplate_shared_by_many_test_items_is_not_evidence(tmp_path):
     deco = Decontaminator()
     stock = "which of the following is the most appropriate next step in the management of this patient"
-    deco.add("t", 13, ([f"case {i} unique words number {i} here {stock}"] for i in range(30)))
+    deco.add("t", 13, 0.3, ([f"case {i} unique words number {i} here {stock}"] for i in range(30)))
     deco.finish()
     assert deco.match(match_words("A new vignette. " + stock)) is None
     assert deco.match(match_words(f"case 7 unique words number 7 here {stock}")) == "t"

@@ -155,3 +155,28 @@ def test_real_benchmark_files_read_as_sources(shared_data, tmp_path, fmt, path, 
     source = Source(config(tmp_path, [{"name": "s", "path": str(shared_data / path), "format": fmt,
                                        "split": split}]).sources[0])
     assert sum(1 for _ in source.rows()) == count
+
+
+def test_hub_source_streams_when_allowed(monkeypatch, tmp_path):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(hub, split, streaming):
+        calls.append((hub, split, streaming))
+        return iter(ROWS)
+
+    monkeypatch.setenv("SM70_ALLOW_HUB", "1")
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    out = build(config(tmp_path, [{"name": "cards", "catalog": "flashcards"}]))
+    assert calls == [("medalpaca/medical_meadow_medical_flashcards", "train", True)]
+    card = json.loads((out / "datacard.json").read_text())
+    assert card["sources"][0]["location"] == "hub:medalpaca/medical_meadow_medical_flashcards"
+    assert card["sources"][0]["licence"].startswith("CC") and card["totals"]["out"] == 3
+
+
+def test_catalog_with_local_path_reads_the_file_and_keeps_the_licence(tmp_path):
+    path = write_json(tmp_path / "medical_meadow_wikidoc.json", ROWS)
+    out = build(config(tmp_path, [{"name": "wikidoc", "catalog": "wikidoc", "path": str(path)}]))
+    [source] = json.loads((out / "datacard.json").read_text())["sources"]
+    assert source["location"] == str(path) and "CC BY-SA" in source["licence"] and source["read"] == 3

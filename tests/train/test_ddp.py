@@ -9,6 +9,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -18,6 +20,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_ddp_trains_and_writes_one_adapter(tiny_model, medical_data, tmp_path):
     out = tmp_path / "ddp"
     accelerate = Path(os.sys.executable).parent / "accelerate"

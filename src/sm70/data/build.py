@@ -69,7 +69,7 @@ def build(cfg: DataConfig) -> Path:
         for spill in spills:
             spill.path.unlink()
         card = _datacard(cfg, stats, decontaminator, lengths, tmp, examiner.tokens.tokenizer is None)
-        _write_manifest(cfg, stats, decontaminator, tmp)
+        _write_manifest(cfg, stats, decontaminator, card["outputs"], tmp)
     t = card["totals"]
     elapsed = time.perf_counter() - started
     print(f"read {t['read']:,} rows, kept {t['kept']:,}, wrote {t['train']:,} train + {t['val']:,} val "
@@ -178,12 +178,13 @@ def _datacard(cfg: DataConfig, stats, decontaminator: Decontaminator, lengths: n
     return card
 
 
-def _write_manifest(cfg: DataConfig, stats, decontaminator: Decontaminator, tmp: Path) -> None:
+def _write_manifest(cfg: DataConfig, stats, decontaminator: Decontaminator, hashed: dict[str, str], tmp: Path) -> None:
     from sm70 import __version__
 
     inputs = {f: d for s in stats for f, d in s.sha256.items()}
     for b in decontaminator.benchmarks:
         inputs.update(b.sha256)
     manifest = {"status": "complete", "command": "data build", "sm70_version": __version__, "config": cfg.dump(),
-                "inputs": inputs, "outputs": {name: sha256_file(tmp / name) for name in OUTPUTS}}
+                "inputs": inputs,
+                "outputs": {name: hashed.get(name) or sha256_file(tmp / name) for name in OUTPUTS}}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

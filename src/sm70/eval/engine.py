@@ -1,5 +1,5 @@
 """Scoring items: prompts (few-shot block, template), then log-likelihood or generation, one result
-row per item in the layout of `predictions.jsonl`."""
+row per item in the layout of `predictions.jsonl`; the model is loaded once for all tasks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from sm70 import render
+from sm70.eval.cache import ResultCache
 from sm70.eval.loglik import LoglikScorer, Request
 from sm70.eval.tasks import Item, Task, continuations, fewshot_block, question_text
 
@@ -80,3 +81,63 @@ def score_generate(generator, name: str, items: Sequence[Item], contexts: Sequen
         rows.append({"task": name, "id": item.id, "gold": item.gold, "prediction": extracted,
                      "correct": extracted == item.gold, "text": text, "extracted": extracted})
     return rows
+
+
+class Scorer:
+    """The model, loaded once for all tasks, and the scoring loop with its cache writes."""
+
+    def __init__(self, cfg):  # an EvalConfig
+        self.cfg = cfg
+        self._model = self._tokenizer = self._generator = self._loglik = None
+        self.state = None
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState()
+
+    def load(self):
+        if self._model is None:
+            from sm70.model.load import load_model, load_tokenizer
+
+            device_map = {"": str(self.state.device)} if self.state is not None else None
+            self._model = load_model(self.cfg.model, adapter=self.cfg.adapter, quant=self.cfg.quant,
+                                     dtype=self.cfg.dtype, device_map=device_map)
+            self._model.eval()
+            self._tokenizer = load_tokenizer(self.cfg.model)
+        return self._model, self._tokenizer
+
+    def run(self, task: Task, name: str, items: list[Item], shots: list[Item], setting, cache: ResultCache,
+            chunk_items: int) -> None:
+        if not items:
+            return
+        tokenizer = None if self.cfg.backend == "vllm" else self.load()[1]
+        contexts = [build_context(task, item, shots, setting, tokenizer) for item in items]
+        prefix = shared_prefix(contexts)
+        for start in range(0, len(items), max(1, chunk_items)):
+            chunk, ctx = items[start:start + chunk_items], contexts[start:start + chunk_items]
+            if setting.mode == "loglik":
+                rows = score_loglik(self.loglik(), task, name, chunk, ctx, setting.prompt, prefix)
+            else:
+                rows = score_generate(self.generator(setting), name, chunk, ctx)
+            cache.append(rows)
+
+    def loglik(self):
+        if self._loglik is None:
+            self._loglik = LoglikScorer(*self.load(), batch_size=self.cfg.batch_size)
+        return self._loglik
+
+    def generator(self, setting):
+        from sm70.eval.generate import HFGenerator, VllmGenerator
+
+        if self._generator is None or self._generator.max_new_tokens != setting.max_new_tokens:
+            if self.cfg.backend == "vllm":
+                self._generator = VllmGenerator(self.cfg.model, self.cfg.adapter, setting.max_new_tokens)
+                self._generator.max_new_tokens = setting.max_new_tokens
+            else:
+                self._generator = HFGenerator(*self.load(), max_new_tokens=setting.max_new_tokens,
+                                              batch_size=self.cfg.batch_size)
+        return self._generator
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()

@@ -82,7 +82,7 @@ class EvalConfig(Config):
 
 
 def evaluate(cfg: EvalConfig) -> Path:
-    from sm70.eval.engine import Setting
+    from sm70.eval.engine import Scorer, Setting
 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     out = Path(cfg.out)
@@ -175,70 +175,6 @@ def choose_shots(cfg: EvalConfig, spec: TaskSpec, task: Task, items: list[Item])
     if cfg.shot_sampler == "random":
         return random.Random(cfg.seed).sample(candidates, k)
     return candidates[:k]
-
-
-class Scorer:
-    """The model, loaded once for all tasks, and the scoring loop with its cache writes."""
-
-    def __init__(self, cfg: EvalConfig):
-        self.cfg = cfg
-        self._model = self._tokenizer = self._generator = self._loglik = None
-        self.state = None
-        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-            from accelerate import PartialState
-
-            self.state = PartialState()
-
-    def load(self):
-        if self._model is None:
-            from sm70.model.load import load_model, load_tokenizer
-
-            device_map = {"": str(self.state.device)} if self.state is not None else None
-            self._model = load_model(self.cfg.model, adapter=self.cfg.adapter, quant=self.cfg.quant,
-                                     dtype=self.cfg.dtype, device_map=device_map)
-            self._model.eval()
-            self._tokenizer = load_tokenizer(self.cfg.model)
-        return self._model, self._tokenizer
-
-    def run(self, task: Task, name: str, items: list[Item], shots: list[Item], setting, cache: ResultCache,
-            chunk_items: int) -> None:
-        from sm70.eval import engine
-
-        if not items:
-            return
-        model, tokenizer = (None, None) if self.cfg.backend == "vllm" else self.load()
-        contexts = [engine.build_context(task, item, shots, setting, tokenizer) for item in items]
-        prefix = engine.shared_prefix(contexts)
-        for start in range(0, len(items), max(1, chunk_items)):
-            chunk, ctx = items[start:start + chunk_items], contexts[start:start + chunk_items]
-            if setting.mode == "loglik":
-                rows = engine.score_loglik(self.loglik(), task, name, chunk, ctx, setting.prompt, prefix)
-            else:
-                rows = engine.score_generate(self.generator(setting), name, chunk, ctx)
-            cache.append(rows)
-
-    def loglik(self):
-        from sm70.eval.loglik import LoglikScorer
-
-        if self._loglik is None:
-            self._loglik = LoglikScorer(*self.load(), batch_size=self.cfg.batch_size)
-        return self._loglik
-
-    def generator(self, setting):
-        from sm70.eval.generate import HFGenerator, VllmGenerator
-
-        if self._generator is None or self._generator.max_new_tokens != setting.max_new_tokens:
-            if self.cfg.backend == "vllm":
-                self._generator = VllmGenerator(self.cfg.model, self.cfg.adapter, setting.max_new_tokens)
-                self._generator.max_new_tokens = setting.max_new_tokens
-            else:
-                self._generator = HFGenerator(*self.load(), max_new_tokens=setting.max_new_tokens,
-                                              batch_size=self.cfg.batch_size)
-        return self._generator
-
-    def barrier(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
 
 
 def task_results(cfg: EvalConfig, spec: TaskSpec, items: list[Item], rows: list[dict], shots: list[Item],

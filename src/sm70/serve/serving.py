@@ -71,7 +71,8 @@ class Service:
         limit = self.engine.max_context
         if prompt_len >= limit:
             raise HTTPError(400, f"the prompt is {prompt_len} tokens; this model's context limit is {limit} "
-                                 f"tokens (prompt + completion)", param="messages", )
+                                 f"tokens (prompt + completion)",
+                            param="messages" if isinstance(req, ChatRequest) else "prompt")
         room = limit - prompt_len
         wanted = req.token_limit()
         if wanted is not None and wanted > room:
