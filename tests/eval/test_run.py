@@ -85,6 +85,7 @@ def test_generate_mode_lists_unparsed(tiny_model, tmp_path):
     ({"task": "medmcqa"}, "unknown task"),
     ({"task": "medqa", "shots": 500}, "500 wanted"),
     ({"task": "medqa", "data": "/nonexistent/medqa.jsonl"}, "/nonexistent"),
+    ({"task": "medqa", "cot": True}, "cot=true"),
 ])
 def test_config_errors(tmp_path, overrides, message):
     cfg = load_config(EvalConfig, model="unused", out=str(tmp_path), **overrides)
@@ -125,3 +126,21 @@ def test_killed_evaluation_resumes(tiny_model, tmp_path):
     assert max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra["logliks"], rb["logliks"])) < 1e-4
     ra, rb = (json.loads((d / "results.json").read_text())["tasks"]["medqa"] for d in (killed, fresh))
     assert ra["metrics"] == rb["metrics"]
+
+
+def test_two_processes_score_shards_and_rank0_gathers(tiny_model, tmp_path):
+    args = ["eval", "task=medqa", f"model={tiny_model}", "limit=6", "batch_size=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    config = ROOT / "recipes/accelerate/ddp-cpu-2proc.yaml"
+    if not config.is_file():
+        pytest.skip(f"{config} is not there")
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", str(config), "-m", "sm70.cli"]
+    done = subprocess.run([*launch, *args, f"out={tmp_path / 'dp'}"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    shards = sorted((tmp_path / "dp" / "cache").glob("*.jsonl"))
+    assert [len(f.read_text().splitlines()) for f in shards] == [3, 3]  # one shard per process
+    assert main([*args, f"out={tmp_path / 'one'}"]) == 0
+    a, b = (read_rows(tmp_path / d / "predictions.jsonl") for d in ("dp", "one"))
+    assert [(r["id"], r["prediction"]) for r in a] == [(r["id"], r["prediction"]) for r in b]
+    assert max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra["logliks"], rb["logliks"])) < 1e-4

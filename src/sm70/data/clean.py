@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Iterator
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0]{2,}|[\t\f\v\u00a0]")
 _TRAILING = re.compile(r" +\n")
@@ -47,7 +48,16 @@ def match_words(text: str) -> list[bytes]:
 
 def ngrams(words: list[bytes], n: int) -> list[bytes]:
     """Every run of `n` consecutive words, space-joined (zip over shifted lists: the fastest form in CPython)."""
-    return list(map(b" ".join, zip(*(words[i:] for i in range(n)))))
+    return list(map(b" ".join, zip(*[words[i:] for i in range(n)])))
+
+
+def gram_keys(words: list[bytes], n: int, step: int = 1) -> Iterator[int]:
+    """Keys of the `n`-word runs starting at word 0, step, 2 x step, ...: hashes of word tuples.
+
+    A tuple's hash reuses each word's cached hash, so no joined string is built per run. Python
+    salts hash() per process: these keys live in one process (and its forks), never on disk.
+    """
+    return map(hash, zip(*[words[i::step] for i in range(n)]))
 
 
 class TokenCounter:

@@ -86,12 +86,11 @@ def length_summary(lengths: np.ndarray, cap: int) -> dict:
 
 
 def plot_lengths(lengths: np.ndarray, cap: int, estimated: bool, path: Path) -> None:
-    import matplotlib
+    # A bare Figure draws with Agg without importing pyplot and its GUI backend machinery (~1 s).
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    fig = Figure(figsize=(7, 3.5), dpi=100)
+    ax = fig.subplots()
     ax.hist(lengths, bins=50, color="#4472c4")
     if len(lengths) and cap <= lengths.max() * 1.5:
         ax.axvline(cap, color="#c00000", linestyle="--", label=f"max_tokens {cap}")
@@ -101,7 +100,6 @@ def plot_lengths(lengths: np.ndarray, cap: int, estimated: bool, path: Path) -> 
     ax.set_title("Token lengths of the training set")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def markdown(card: dict) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sm70.data.clean import match_words, ngrams
+from sm70.data.clean import gram_keys, match_words
 from sm70.data.config import DecontamConfig
 
 BOILERPLATE_ITEMS = 20  # an n-gram found in more test items than this is a phrase of the genre, not a leak
@@ -92,22 +92,20 @@ class _Index:
         self.n, self.min_coverage = n, min_coverage
         self.k = (n + 1) // 2
         self.stride = n - self.k + 1
-        self.ngrams: dict[int, int] = {}     # hash of the n-gram -> the first part that has it
+        self.ngrams: dict[int, int] = {}     # key of the n-gram (`gram_keys`) -> the first part that has it
         self.parts: list[tuple[str, int]] = []  # part -> (task, how many distinct n-grams it has)
         self.kgrams: set[int] = set()
         self.item_counts: Counter[int] = Counter()
 
     def add(self, task: str, words: list[bytes]) -> int:
-        grams = set(map(hash, ngrams(words, self.n)))
+        grams = set(gram_keys(words, self.n))
         if not grams:
             return 0
         part = len(self.parts)
         self.parts.append((task, len(grams)))
-        setdefault = self.ngrams.setdefault
-        for g in grams:
-            setdefault(g, part)
+        self.ngrams.update(dict.fromkeys(grams.difference(self.ngrams), part))  # the first part keeps an n-gram
         self.item_counts.update(grams)
-        self.kgrams.update(map(hash, ngrams(words, self.k)))
+        self.kgrams.update(gram_keys(words, self.k))
         return len(grams)
 
     def finish(self) -> None:
@@ -120,11 +118,10 @@ class _Index:
         k, kgrams = self.k, self.kgrams
         if len(words) < self.n or not self.ngrams:
             return None
-        last = len(words) - k
-        if not any(hash(b" ".join(words[i:i + k])) in kgrams for i in range(0, last + 1, self.stride)):
+        if kgrams.isdisjoint(gram_keys(words, k, self.stride)):
             return None
         get = self.ngrams.get
-        shared = Counter(part for part in map(get, set(map(hash, ngrams(words, self.n)))) if part is not None)
+        shared = Counter(part for part in map(get, set(gram_keys(words, self.n))) if part is not None)
         for part, count in shared.most_common():
             task, total = self.parts[part]
             if count >= min(self.min_coverage * total, SHARED_RUN):

@@ -9,7 +9,7 @@ instruction the prompt is byte-identical to lm-evaluation-harness's prompt for t
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sm70 import render
 from sm70.data.clean import clean_text
@@ -30,8 +30,7 @@ class RowError(ValueError):
         self.field = field
 
 
-@dataclass(frozen=True)
-class Example:
+class Example(NamedTuple):  # built once per row: a tuple is the cheapest immutable record
     prompt: str
     completion: str
     text: str          # the row's content (no template), which dedup and decontamination compare

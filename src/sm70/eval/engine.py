@@ -89,17 +89,21 @@ class Scorer:
     def __init__(self, cfg):  # an EvalConfig
         self.cfg = cfg
         self._model = self._tokenizer = self._generator = self._loglik = None
-        self.state = None
-        if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-            from accelerate import PartialState
+        self.device = None
+        if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # started by `accelerate launch` or torchrun
+            import torch
+            import torch.distributed as dist
 
-            self.state = PartialState()
+            cuda = torch.cuda.is_available()
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if cuda else "gloo")
+            self.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu"
 
     def load(self):
         if self._model is None:
             from sm70.model.load import load_model, load_tokenizer
 
-            device_map = {"": str(self.state.device)} if self.state is not None else None
+            device_map = {"": self.device} if self.device is not None else None
             self._model = load_model(self.cfg.model, adapter=self.cfg.adapter, quant=self.cfg.quant,
                                      dtype=self.cfg.dtype, device_map=device_map)
             self._model.eval()
@@ -138,6 +142,15 @@ class Scorer:
                                               batch_size=self.cfg.batch_size)
         return self._generator
 
+    def close(self) -> None:
+        if self.device is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
     def barrier(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
+        """Every process has written its shard to the cache before rank 0 reads them all."""
+        if self.device is not None:
+            import torch.distributed as dist
+
+            dist.barrier()

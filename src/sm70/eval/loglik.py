@@ -9,7 +9,8 @@ prompt can be computed once and its key/value cache reused for each choice.
 
 A fixed few-shot block is shared across items only where each item's context tokens start with
 exactly the block's tokens (a BPE merge across the boundary would change them); other items are
-scored without it. Requests longer than the model's context are scored the unshared way, with
+scored without it. Requests longer than the model's context (and every request on attention
+kernels that take no custom mask, such as flash-attention) are scored the unshared way, with
 lm-eval's left truncation.
 """
 
@@ -94,9 +95,11 @@ class LoglikScorer:
         prefix = self.encode(shared_prefix.rstrip()) if shared_prefix.strip() else []
         results: list[list[float] | None] = [None] * len(encoded)
         shared, alone, too_long = [], [], []
+        # The packed choices need a custom 4D mask, which the sdpa and eager attention kernels take.
+        packable = getattr(self.model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
         for i, enc in enumerate(encoded):
             longest = len(enc.context) + max(len(c) for c in enc.continuations)
-            if longest > self.max_length + 1:
+            if longest > self.max_length + 1 or not packable:
                 too_long.append(i)
             elif prefix and len(enc.context) > len(prefix) and enc.context[:len(prefix)] == prefix:
                 shared.append(i)

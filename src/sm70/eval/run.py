@@ -91,18 +91,21 @@ def evaluate(cfg: EvalConfig) -> Path:
         print(cfg.to_yaml(), file=sys.stderr)
         write_text(out / "config.yaml", cfg.to_yaml())
     specs = cfg.task_specs()
+    if cfg.cot and (cfg.mode != "generate" or cfg.template == "none"):
+        raise Sm70Error("eval: cot=true asks for reasoning before the answer: it needs mode=generate and a "
+                        "template (plain, alpaca, medalpaca or chat) to carry the instruction")
     prepared = [prepare(cfg, spec) for spec in specs]  # load every file first: bad data fails before the model
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     model_info = {"path": cfg.model, "fingerprint": fingerprint_of(cfg.model), "adapter": cfg.adapter,
                   "adapter_fingerprint": fingerprint_of(cfg.adapter), "quant": cfg.quant}
     scorer = Scorer(cfg)
     tasks, predictions = {}, []
-    for spec, (task, items, shots, data_info) in zip(specs, prepared):
+    for spec, (task, items, shots, data) in zip(specs, prepared):
         prompt = spec.prompt or cfg.prompt
         setting = Setting(mode=cfg.mode, prompt=prompt, template=cfg.template, instruction=cfg.instruction,
                           batch_size=cfg.batch_size, max_new_tokens=cfg.cot_tokens if cfg.cot else cfg.max_new_tokens,
                           cot=cfg.cot)
-        identity = {"model": model_info, "task": spec.task, "data": data_info["sha256"], "setting": setting.__dict__,
+        identity = {"model": model_info, "task": spec.task, "data": data["sha256"], "setting": setting.__dict__,
                     "shots": [s.id for s in shots], "dtype": cfg.dtype, "backend": cfg.backend}
         cache = ResultCache(out / "cache", spec.task, run_key(identity), rank)
         scored = [i for i in items if i.excluded is None]
@@ -111,6 +114,7 @@ def evaluate(cfg: EvalConfig) -> Path:
         if rank == 0:
             print(f"{spec.task}: {len(scored)} items to score, {len(scored) - len(todo)} already done "
                   f"({cache.folder})", file=sys.stderr)
+        scorer.barrier()  # every process has read the same cache before any writes to it
         pending = todo[rank::world]
         scorer.run(task, spec.task, pending, shots, setting, cache, cfg.chunk_items)
         scorer.barrier()
@@ -119,7 +123,8 @@ def evaluate(cfg: EvalConfig) -> Path:
         done = cache.load()
         rows = [done[i.id] for i in scored]
         predictions += rows
-        tasks[spec.task] = task_results(cfg, spec, items, rows, shots, setting, data_info)
+        tasks[spec.task] = task_results(cfg, spec, items, rows, shots, setting, data)
+    scorer.close()
     if rank != 0:
         return out
     results = {"sm70_version": sm70_version(), "model": model_info, "config": cfg.dump(), "versions": versions(),
