@@ -9,10 +9,12 @@ import pytest
 
 from sm70.data import mix
 from sm70.data.build import build
-from sm70.data.clean import clean_text, match_words
+from sm70.data.clean import clean_text, gram_keys, match_words
 from sm70.data.config import DecontamConfig
 from sm70.data.decontam import Decontaminator
 from sm70.data.sources import resolve_path
+from sm70.data.standardize import Example
+from sm70.data.verdict import _line
 from sm70.eval.tasks import load_task
 from sm70.samples import sample_path
 
@@ -149,3 +151,20 @@ def test_target_rows_and_weights_in_a_build(tmp_path):
     assert sum(r["source"] == "b" for r in rows) == 8       # 2 rows x weight 2 = half the shares
     val_ids = {r["id"].split("~")[0] for r in read_jsonl(out / "val.jsonl")}
     assert not val_ids & {r["id"].split("~")[0] for r in read_jsonl(out / "train.jsonl")}
+
+
+@pytest.mark.parametrize("words, k, step", [(list(b"abcdefghijklmnopq"), 7, 7), (list(b"abcdefghijklmnop"), 6, 7),
+                                            (list(b"abcdefg"), 7, 7), (list(b"abcdef"), 7, 7), (list(b"abcde"), 2, 1)])
+def test_gram_keys_cover_the_runs_at_each_step(words, k, step):
+    words = [bytes([w]) for w in words]
+    runs = [tuple(words[i:i + k]) for i in range(0, len(words) - k + 1, step)]
+    assert list(gram_keys(words, k, step)) == [hash(r) for r in runs]
+
+
+@pytest.mark.parametrize("text", ["plain", 'quote " and \\ backslash', "caf\u00e9 \u03bcg \u2028 \u2029", "tab\tnew\nline \x00\x1f",
+                                  "emoji \U0001f489 and surrogate-free", ""])
+def test_training_line_is_exactly_json_dumps(text):
+    example = Example(f"### Input:\n{text}\n\n### Response:", " " + text, text)
+    expected = json.dumps({"id": "s-1", "source": "s", "prompt": example.prompt, "completion": example.completion},
+                          ensure_ascii=False) + "\n"
+    assert _line("s-1", "s", example) == expected

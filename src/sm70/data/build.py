@@ -1,11 +1,11 @@
 """`sm70 data build RECIPE`: sources -> standardized, cleaned, deduplicated, decontaminated, mixed SFT set.
 
-Rows stream through in chunks: worker processes examine each row on its own (standardize, clean,
-length, contamination, fingerprints; `verdict.py`), then this process decides duplicates in source
-order so the first copy is kept. Kept rows spill to disk, so memory holds only the dedup and
-decontamination indexes however large the input. Everything is written into a
-temporary folder that replaces `out` only when the build has finished: an interrupted build leaves
-the previous output (or nothing), never a half-written dataset.
+Rows stream through in chunks: each row is examined on its own (standardize, clean, length,
+contamination, fingerprints; `verdict.py`), in forked worker processes when `workers` > 1, then
+this process decides duplicates in source order so the first copy is kept. Kept rows spill to
+disk, so memory holds only the dedup and decontamination indexes however large the input.
+Everything is written into a temporary folder that replaces `out` only when the build has
+finished: an interrupted build leaves the previous output (or nothing), never a half-written dataset.
 
 Outputs: train.jsonl and val.jsonl ({id, source, prompt, completion} a line), rejects.jsonl
 ({source, line, record, reason, detail, row}), datacard.json/.md, lengths.png, manifest.json.

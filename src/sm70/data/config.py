@@ -72,7 +72,7 @@ class DataConfig(Config):
     val_fraction: float = Field(0.05, ge=0, lt=1)
     seed: int = 0
     on_error: Literal["fail", "skip"] = "fail"
-    workers: int = Field(0, ge=0, description="processes that examine rows; 0 = one per core, at most 4")
+    workers: int = Field(0, ge=0, description="processes that examine rows; 0 = the default (one: see parallel.py)")
 
     @model_validator(mode="after")
     def _check(self):

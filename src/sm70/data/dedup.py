@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 
+from rensa import RMinHash  # a small compiled module, imported once (not per row)
+
 from sm70.data.clean import ngrams
 from sm70.data.config import DedupConfig
 
@@ -23,8 +25,6 @@ def exact_key(words: list[bytes]) -> int:
 
 
 def minhash(words: list[bytes], cfg: DedupConfig, seed: int):
-    from rensa import RMinHash
-
     sketch = RMinHash(num_perm=cfg.num_perm, seed=seed)
     sketch.update(ngrams(words, cfg.shingle) or [b" ".join(words)])
     return sketch

@@ -101,21 +101,26 @@ class Scorer:
 
     def load(self):
         if self._model is None:
-            from sm70.model.load import load_model, load_tokenizer
+            from sm70.model.load import load_model
 
             device_map = {"": self.device} if self.device is not None else None
             self._model = load_model(self.cfg.model, adapter=self.cfg.adapter, quant=self.cfg.quant,
                                      dtype=self.cfg.dtype, device_map=device_map)
             self._model.eval()
+        return self._model, self.tokenizer()
+
+    def tokenizer(self):
+        from sm70.model.load import load_tokenizer
+
+        if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.cfg.model)
-        return self._model, self._tokenizer
+        return self._tokenizer
 
     def run(self, task: Task, name: str, items: list[Item], shots: list[Item], setting, cache: ResultCache,
             chunk_items: int) -> None:
         if not items:
             return
-        tokenizer = None if self.cfg.backend == "vllm" else self.load()[1]
-        contexts = [build_context(task, item, shots, setting, tokenizer) for item in items]
+        contexts = [build_context(task, item, shots, setting, self.tokenizer()) for item in items]
         prefix = shared_prefix(contexts)
         for start in range(0, len(items), max(1, chunk_items)):
             chunk, ctx = items[start:start + chunk_items], contexts[start:start + chunk_items]
@@ -136,7 +141,6 @@ class Scorer:
         if self._generator is None or self._generator.max_new_tokens != setting.max_new_tokens:
             if self.cfg.backend == "vllm":
                 self._generator = VllmGenerator(self.cfg.model, self.cfg.adapter, setting.max_new_tokens)
-                self._generator.max_new_tokens = setting.max_new_tokens
             else:
                 self._generator = HFGenerator(*self.load(), max_new_tokens=setting.max_new_tokens,
                                               batch_size=self.cfg.batch_size)

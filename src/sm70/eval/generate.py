@@ -40,6 +40,7 @@ class VllmGenerator:
         except ImportError:
             raise Sm70Error("backend=vllm: vllm is not installed (pip install vllm on a GPU machine), "
                             "or use backend=hf") from None
+        self.max_new_tokens = max_new_tokens
         self.llm = LLM(model=model_path, enable_lora=adapter is not None)
         self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         self.lora = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 
 from sm70 import __version__
@@ -31,17 +32,19 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def data_section(out: Path) -> list[str]:
-    card = _json(out / "datacard.json") or {}
     lines = ["## Training data", ""]
     md = out / "datacard.md"
-    if md.is_file():
-        body = md.read_text().split("\n")
-        # The data card's own title would nest badly; demote its headings one level.
-        lines += [("#" + line) if line.startswith("#") else line for line in body if not line.startswith("# ")]
-    elif card:
-        lines += ["```json", json.dumps(card, indent=2)[:4000], "```"]
-    lines += ["", f"![token lengths]({_rel(out / 'lengths.png')})", ""] if (out / "lengths.png").is_file() else [""]
-    return lines
+    if not md.is_file():
+        return lines + [f"(no data card in {out})", ""]
+    for line in md.read_text().split("\n"):
+        if line.startswith("# "):
+            continue  # the card's own title; the section heading above replaces it
+        if line.startswith("#"):
+            line = "#" + line  # nest the card's sections under this one
+        # The card links its files relative to its own folder; the report sits one folder up.
+        line = re.sub(r"\]\(([^/)][^)]*)\)", lambda m: f"]({_rel(out / m.group(1))})", line)
+        lines.append(line)
+    return lines + [""]
 
 
 def train_section(out: Path) -> list[str]:
@@ -131,8 +134,6 @@ def to_html(md: str, title: str) -> str:
 
 
 def _inline_images(body: str) -> str:
-    import re
-
     def repl(match):
         src = html.unescape(match.group(1))
         path = Path(src)

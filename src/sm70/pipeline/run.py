@@ -140,8 +140,9 @@ def run_pipeline(cfg: PipelineConfig) -> int:
         write_pipeline_report(cfg, stages, state)
     else:
         console.print("nothing to do: every stage is up to date")
-    console.print(f"\nreport: {out / 'report.html'}  (and {report})")
-    console.print(f"serve the fine-tuned model: {serve_command(cfg, stages)}")
+    # Plain prints: these two lines are meant to be copied, so no wrapping or markup.
+    print(f"\nreport: {out / 'report.html'}  (and {report})")
+    print(f"serve the fine-tuned model: {serve_command(cfg, stages)}")
     return 0
 
 

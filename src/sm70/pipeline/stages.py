@@ -21,6 +21,8 @@ from sm70.cli import COMMANDS
 from sm70.config import Config, load_config
 from sm70.model.load import fingerprint
 
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
 
 @dataclass
 class Stage:
@@ -57,6 +59,9 @@ def manifest_status(out: Path) -> str | None:
 
 def input_hash(stage: Stage, config: Config, stages: dict[str, Stage], pipeline_out: Path) -> str:
     h = hashlib.sha256(json.dumps(config.dump(), sort_keys=True, default=str).encode())
+    # Recipes name bundled samples as `samples://...` and evaluation tasks without a `data` path read
+    # them too; neither is a file path in the config, so the samples count as an input of every stage.
+    h.update(f"samples={fingerprint(SAMPLES)}\n".encode())
     for path in sorted(_named_paths(config.dump())):
         if _inside(path, pipeline_out):
             continue  # outputs of other stages: covered by their manifests below

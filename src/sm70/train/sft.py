@@ -98,7 +98,8 @@ def train(cfg: TrainConfig) -> Path:
     trainer, tokenizer = build_trainer(cfg, eval_on_start=resume_from is None, verbose=rank == 0)
     trainer.add_callback(progress.run_log_callback(out / "metrics.jsonl", trainer.data_collator, world))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    final = trainer.evaluate()
+    done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
+    final = done[-1] if done else trainer.evaluate()  # no second pass when the last step just evaluated
     if trainer.is_world_process_zero():
         with atomic_dir(out / "adapter") as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
