@@ -22,8 +22,10 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/sm70 demo
 
+# One torch thread per process: the suite runs servers, DDP workers and the pipeline as subprocesses
+# beside the test process, and tiny-model steps are 7-10x slower when two processes fight over 2 cores.
 test: install
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) runs

@@ -117,3 +117,13 @@ def test_multinomial_bootstrap_agrees_with_resampling_item_indices():
     idx = np.random.default_rng(9).integers(0, 400, size=(8000, 400))
     naive = np.percentile(b[idx].mean(1) - a[idx].mean(1), [2.5, 97.5])
     assert paired_bootstrap(a, b, n_boot=8000, seed=2)["ci95"] == pytest.approx(list(naive), abs=0.008)
+
+
+def test_wilson_interval_contains_p_at_the_extremes():
+    from sm70.eval.stats import wilson_interval
+
+    for n in (1, 3, 12, 20, 263):
+        lo, hi = wilson_interval(0, n)
+        assert lo == 0.0 and hi > 0
+        lo, hi = wilson_interval(n, n)
+        assert hi == 1.0 and lo < 1
