@@ -80,12 +80,13 @@ def run_sm70(model: Path, data: Path, steps: int) -> dict:
 
 def timed(trainer, pad_id: int) -> dict:
     """Counts the tokens of the batches actually trained on (the dataloader prefetches one more)."""
-    seen = {"real": 0, "slots": 0}
+    seen = {"real": 0, "slots": 0, "widest": 0}
     step = trainer.training_step
 
     def counting_step(model, inputs, *args, **kwargs):
         seen["real"] += int((inputs["input_ids"] != pad_id).sum())
         seen["slots"] += inputs["input_ids"].numel()
+        seen["widest"] = max(seen["widest"], inputs["input_ids"].shape[1])
         return step(model, inputs, *args, **kwargs)
 
     trainer.training_step = counting_step
@@ -93,7 +94,8 @@ def timed(trainer, pad_id: int) -> dict:
     trainer.train()
     seconds = time.perf_counter() - start
     return {"tokens_per_s": seen["real"] / seconds, "seconds": seconds, "real_tokens": seen["real"],
-            "padding": 1 - seen["real"] / max(seen["slots"], 1), "peak_rss_gib": peak_rss_gib()}
+            "padding": 1 - seen["real"] / max(seen["slots"], 1), "widest": seen["widest"],
+            "peak_rss_gib": peak_rss_gib()}
 
 
 def write_pool(out: Path, n: int) -> Path:
@@ -144,7 +146,8 @@ def main() -> int:
         label = {"baseline": "baseline (Trainer+PEFT+NF4, padded, whole-sequence loss)",
                  "sm70": "sm70 train (packed, block-diagonal attention, completion-only loss)"}[side]
         print(f"{label}: {r['tokens_per_s']:.0f} useful tokens/s ({r['real_tokens']} tokens in {r['seconds']:.1f} s,"
-              f" {100 * r['padding']:.0f}% padding), peak RSS {r['peak_rss_gib']:.2f} GiB")
+              f" {100 * r['padding']:.0f}% padding), peak RSS {r['peak_rss_gib']:.2f} GiB (widest batch"
+              f" {MICRO_BATCH}x{r['widest']})")
     base, ours = results["baseline"], results["sm70"]
     print(f"train throughput: sm70 {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x baseline useful tokens/s "
           f"({ours['tokens_per_s']:.0f} vs {base['tokens_per_s']:.0f}; {args.steps} steps of {MICRO_BATCH}x"

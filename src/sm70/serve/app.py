@@ -125,6 +125,9 @@ def _static(name: str) -> Response:
     return Response(data, media_type=STATIC[name], headers=headers)
 
 
+SSE_DONE = b"data: [DONE]\n\n"
+
+
 class AuditMiddleware:
     """Writes one audit line per request before the response's last byte is sent.
 
@@ -165,7 +168,10 @@ class AuditMiddleware:
         async def audited_send(message):
             if message["type"] == "http.response.start":
                 state["status"], state["started"] = message["status"], True
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            elif message["type"] == "http.response.body" and (
+                    not message.get("more_body", False) or message.get("body", b"").endswith(SSE_DONE)):
+                # A stream's client may stop reading at `[DONE]`, before the closing empty body is
+                # sent, so the line is written before `[DONE]` leaves, not after.
                 await write("ok" if state["status"] < 400 else "rejected")
             await send(message)
 
