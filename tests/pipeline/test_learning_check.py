@@ -41,4 +41,5 @@ def test_tiny_model_learns_the_answer_letters(tmp_path, tiny_model):
         "schedule=constant", "warmup_ratio=0.0", "max_grad_norm=1.0", "save_steps=1000", "eval_steps=1000",
         "logging_steps=10"]))
     after = accuracy(run / "adapter")
+    print(f"learning check: MedQA sample accuracy {before:.2f} -> {after:.2f}")
     assert after >= 0.9, f"accuracy went from {before:.2f} to only {after:.2f}"

@@ -44,6 +44,10 @@ class TinyModelConfig(Config):
     num_heads: int = 4
     num_kv_heads: int = 2
     max_position_embeddings: int = 4096
+    # Llama's 0.02 suits hidden sizes in the thousands. At hidden 128 it caps every logit near
+    # 128 * 0.02 = 2.6 (RMSNorm fixes |h|), so the model cannot become confident and fine-tuning
+    # crawls; a fan-in scale (~1/sqrt(hidden)) lets the tiny model learn like a real one.
+    initializer_range: float | None = None
     corpus: list[Path] = Field(default_factory=list, description="extra text files for the tokenizer")
 
 
@@ -118,6 +122,7 @@ def build_tiny_model(cfg: TinyModelConfig) -> Path:
         num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, dtype="float32",
+        initializer_range=cfg.initializer_range or round(cfg.hidden_size ** -0.5, 4),
     )
     model = LlamaForCausalLM(model_config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -22,8 +22,9 @@ class Example:
         return len(self.input_ids)
 
 
-def read_rows(path: Path) -> list[dict]:
-    """Every row of a data-stage jsonl file; a malformed row is an error naming file, line and field."""
+def read_rows(path: Path, allow_empty: bool = False) -> list[dict]:
+    """Every row of a data-stage jsonl file; a malformed row is an error naming file, line and field.
+    `allow_empty` is for val.jsonl: a data build with `val_fraction: 0` writes it empty on purpose."""
     if not path.is_file():
         raise Sm70Error(f"{path}: not found (run `sm70 data build` first, or point data= at its output)")
     rows = []
@@ -44,7 +45,7 @@ def read_rows(path: Path) -> list[dict]:
                 raise Sm70Error(f"{path}:{lineno}: completion: empty, nothing to learn")
             row.setdefault("id", f"{path.name}:{lineno}")
             rows.append(row)
-    if not rows:
+    if not rows and not allow_empty:
         raise Sm70Error(f"{path}: no rows")
     return rows
 

@@ -99,7 +99,8 @@ def train(cfg: TrainConfig) -> Path:
     trainer.add_callback(progress.run_log_callback(out / "metrics.jsonl", trainer.data_collator, world))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
-    final = done[-1] if done else trainer.evaluate()  # no second pass when the last step just evaluated
+    # No second pass when the last step just evaluated; none at all without validation rows.
+    final = done[-1] if done else (trainer.evaluate() if trainer.eval_dataset is not None else {})
     if trainer.is_world_process_zero():
         with atomic_dir(out / "adapter") as tmp:
             trainer.model.save_pretrained(tmp, safe_serialization=True)
@@ -120,7 +121,8 @@ def train(cfg: TrainConfig) -> Path:
             "outputs": {"adapter": "adapter", "checkpoints": "checkpoints", "metrics": "metrics.jsonl",
                         "loss_curve": "loss.png"},
         })
-        print(f"adapter written to {out / 'adapter'} (val loss {final.get('eval_loss'):.4f})")
+        val = final.get("eval_loss")
+        print(f"adapter written to {out / 'adapter'}" + (f" (val loss {val:.4f})" if val is not None else ""))
     trainer.accelerator.wait_for_everyone()
     return out
 
@@ -139,7 +141,13 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
     compute = dtype_from_name(cfg.compute_dtype)
     fsdp = cfg.sharding == "fsdp" or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     tokenizer = load_tokenizer(cfg.model)
-    rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl") for split in ("train", "val")}
+    rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl", allow_empty=split == "val")
+            for split in ("train", "val")}
+    validate = bool(rows["val"])
+    if not validate:
+        del rows["val"]
+        if verbose:
+            print("val.jsonl is empty: training without validation loss")
     data = {}
     for split, split_rows in rows.items():
         tokenized, cut = examples.tokenize(split_rows, tokenizer, cfg.max_length, cfg.completion_only)
@@ -148,7 +156,8 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         laid_out = packing.pack(tokenized, cfg.max_length) if cfg.packing else packing.singles(tokenized)
         data[split] = [row.features() for row in laid_out]
     if verbose:
-        print(f"train: {len(rows['train'])} examples in {len(data['train'])} rows; val: {len(rows['val'])} examples")
+        print(f"train: {len(rows['train'])} examples in {len(data['train'])} rows; "
+              f"val: {len(rows.get('val', []))} examples")
 
     transformers.set_seed(cfg.seed)  # LoRA initialization
     model = _lora_model(cfg, compute, fsdp, cuda)
@@ -165,19 +174,21 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        eval_strategy="steps", eval_steps=cfg.eval_steps, eval_on_start=eval_on_start,
+        eval_strategy="steps" if validate else "no", eval_steps=cfg.eval_steps,
+        eval_on_start=eval_on_start and validate,
         logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,  # pruned by the trainer class
         report_to="none", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
     )
     trainer = checkpoints.atomic_trainer_class()(
-        model=model, args=args, train_dataset=data["train"], eval_dataset=data["val"],
+        model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("val"),
         data_collator=collate["train"], processing_class=tokenizer,
     )
     trainer.keep_checkpoints = cfg.keep_checkpoints
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace it
-    _use_eval_collator(trainer, collate["val"])
+    if validate:
+        _use_eval_collator(trainer, collate["val"])
     return trainer, tokenizer
 
 
