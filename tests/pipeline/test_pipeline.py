@@ -49,6 +49,13 @@ def stage_lines(proc) -> dict[str, str]:
     return found
 
 
+def fresh_checkpoint(folder: Path, since: float) -> bool:
+    try:
+        return any(p.name.startswith("checkpoint-") and p.stat().st_mtime > since for p in folder.iterdir())
+    except FileNotFoundError:  # the pipeline moves a stale training folder aside before it restarts
+        return False
+
+
 @pytest.mark.slow
 def test_demo_offline_skip_change_and_resume(tmp_path):
     if not offline_prefix():
@@ -76,13 +83,12 @@ def test_demo_offline_skip_change_and_resume(tmp_path):
     # Change the data recipe (through an override) and kill the training it triggers mid-run.
     changed = [*FAST, "set.data.set.val_fraction=0.2"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started = time.time()  # the finished run's checkpoints are still there until training restarts
     proc = subprocess.Popen([*offline_prefix(), *SM70, "demo", f"out={out}", *changed], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoints = out / "train" / "checkpoints"
     deadline = time.time() + 600
-    while time.time() < deadline and proc.poll() is None:
-        if checkpoints.is_dir() and any(p.name.startswith("checkpoint-") for p in checkpoints.iterdir()):
-            break
+    while time.time() < deadline and proc.poll() is None and not fresh_checkpoint(checkpoints, started):
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before a checkpoint could be killed"
     os.killpg(proc.pid, signal.SIGKILL)
