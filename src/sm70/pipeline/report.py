@@ -103,10 +103,11 @@ def write_pipeline_report(cfg: PipelineConfig, stages: dict[str, Stage], state: 
              f"sm70 {__version__}; model `{cfg.model}`; pipeline stages and their run times:", ""]
     lines += [f"- {name}: {state.get(name).get('seconds', 'skipped')} s" for name in stages]
     lines += [""]
-    lines += data_section(stages["data"].out)
-    lines += train_section(stages["train"].out)
+    # What a reviewer asks first (how good, and is the difference real) comes before how it was made.
     lines += results_section(stages)
     lines += compare_section(stages)
+    lines += train_section(stages["train"].out)
+    lines += data_section(stages["data"].out)
     lines += ["## Serve the fine-tuned model", "", f"    {serve_command(cfg, stages)}", ""]
     md = "\n".join(lines)
     write_text(out / "report.md", md.replace("](" + str(out.resolve()) + "/", "]("))
@@ -128,6 +129,7 @@ def to_html(md: str, title: str) -> str:
     style = ("body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#1d2330}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccd;padding:4px 8px;text-align:right}"
              "th{background:#eef}td:first-child,th:first-child{text-align:left}img{max-width:100%}"
+             "table{display:block;overflow-x:auto}code{word-break:break-all}"
              "blockquote{border-left:4px solid #c33;margin:0;padding:.5em 1em;background:#fff4f4}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{body}</body></html>\n")
