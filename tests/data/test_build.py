@@ -12,7 +12,7 @@ from sm70.cli import main
 from sm70.config import load_config
 from sm70.data import build as build_module
 from sm70.data.build import DataConfig, build
-from sm70.data.datacard import sha256_file
+from sm70.digest import sha256_file
 from sm70.errors import Sm70Error
 
 from .helpers import DISTINCT, config, read_jsonl, rejects, write_json

@@ -25,14 +25,22 @@ import numpy as np
 from sm70.atomic import atomic_dir
 from sm70.data import mix
 from sm70.data.config import DataConfig, DecontamConfig, DedupConfig, SourceConfig  # noqa: F401 (recipe types)
-from sm70.data.datacard import (SourceStats, check_counts, length_summary, markdown, plot_lengths, sha256_file,
-                                sha256_tree, totals)
+from sm70.data.datacard import (
+    SourceStats,
+    check_counts,
+    length_summary,
+    markdown,
+    plot_lengths,
+    sha256_tree,
+    totals,
+)
 from sm70.data.decontam import Decontaminator
 from sm70.data.dedup import Deduplicator
 from sm70.data.parallel import default_workers, ordered_map
 from sm70.data.sources import RawRow, Source
 from sm70.data.standardize import item_record
 from sm70.data.verdict import Examiner, Verdict
+from sm70.digest import sha256_file
 from sm70.errors import Sm70Error
 
 CHUNK_ROWS = 1000  # rows per task sent to a worker: large enough to amortise the hand-over

@@ -7,12 +7,13 @@ distribution against the recipe's cap.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from sm70.digest import sha256_file
 
 REASONS = ("malformed", "excluded", "empty", "too_long", "duplicate", "near_duplicate")  # + contaminated:<task>
 
@@ -38,14 +39,6 @@ class SourceStats:
                 "licence": self.licence, "sha256": self.sha256, "read": self.read,
                 "removed": dict(sorted(self.removed.items())), "kept": self.kept, "mixed_out": self.mixed_out,
                 "repeated": self.repeated, "train": self.train, "val": self.val}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_tree(path: Path) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from sm70.atomic import write_json
 from sm70.cli import COMMANDS
 from sm70.config import Config, load_config
+from sm70.digest import sha256_file
 from sm70.model.load import fingerprint
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
@@ -69,7 +70,7 @@ def input_hash(stage: Stage, config: Config, stages: dict[str, Stage], pipeline_
     for name in stage.after:
         upstream = stages[name].out
         manifest = upstream / "manifest.json"
-        h.update(f"{name}={_sha256(manifest) if manifest.is_file() else fingerprint(upstream)}\n".encode())
+        h.update(f"{name}={sha256_file(manifest) if manifest.is_file() else fingerprint(upstream)}\n".encode())
     return h.hexdigest()
 
 
@@ -118,7 +119,3 @@ def _inside(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+from sm70.atomic import fsync_path
+
 # What transformers' Trainer needs to restore adapter, optimizer, scheduler, RNG and data position.
 REQUIRED = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json")
 NAME = re.compile(r"checkpoint-(\d+)")
@@ -64,19 +66,11 @@ def atomic_trainer_class():
             if self.args.should_save:
                 staged = root / f".staging-{self.state.global_step}" / name
                 for f in staged.iterdir():
-                    _fsync(f)
+                    fsync_path(f)
                 shutil.rmtree(root / name, ignore_errors=True)
                 os.replace(staged, root / name)
-                _fsync(root)
+                fsync_path(root)
                 prune(root, self.keep_checkpoints)
             self.accelerator.wait_for_everyone()
 
     return AtomicCheckpointTrainer
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from sm70.digest import sha256_file
+
 LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "sm70")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = sha256_file
 
 
 def versions() -> dict[str, str | None]:
