@@ -116,3 +116,23 @@ def test_plan_for_the_paper_run_runs_nothing(tmp_path, capsys):
 def test_unknown_pipeline_key_is_named(tmp_path, capsys):
     assert main(["run", "recipes/pipeline/demo.yaml", "trian.recipe=x"]) == 2
     assert "unknown key 'trian'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("allow_hub", [False, True])
+def test_hub_access_without_network_fails_fast_and_clearly(tmp_path, allow_hub):
+    """Offline by default; and even with the hub allowed, a dead network is an error at once, not retries."""
+    if not offline_prefix():
+        pytest.skip("unshare -n is not permitted here")
+    recipe = tmp_path / "hub.yaml"
+    recipe.write_text("sources:\n  - {name: flashcards, catalog: flashcards}\n")
+    env = {**os.environ, "SM70_ALLOW_HUB": "1" if allow_hub else "0"}
+    for args in (["data", "build", str(recipe), f"out={tmp_path / 'data'}"],
+                 ["eval", "task=medqa", "model=meta-llama/Llama-2-7b-hf", f"out={tmp_path / 'eval'}"]):
+        started = time.time()
+        proc = subprocess.run([*offline_prefix(), *SM70, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert time.time() - started < 30
+        assert "Traceback" not in proc.stderr
+        assert ("cannot be reached" if allow_hub else "SM70_ALLOW_HUB=1") in proc.stderr
+        assert not (tmp_path / "data").exists()

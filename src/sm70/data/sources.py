@@ -100,14 +100,15 @@ class Source:
             yield RawRow(file, None, i, item)
 
     def _check_hub(self) -> None:
-        from sm70.model.load import hub_allowed
+        from sm70.model.load import hub_allowed, hub_unreachable
 
-        if hub_allowed():
+        if not hub_allowed():
+            why = "the network is off (set SM70_ALLOW_HUB=1 on a machine that may download)"
+        elif (why := hub_unreachable()) is None:
             return
         file = self.entry.file if self.entry else "its data file"
         raise Sm70Error(
-            f"source {self.cfg.name}: hub dataset {self.hub} cannot be fetched: the network is off "
-            f"(set SM70_ALLOW_HUB=1 on a machine that may download). Offline, download {file} from "
+            f"source {self.cfg.name}: hub dataset {self.hub} cannot be fetched: {why}. Offline, download {file} from "
             f"https://huggingface.co/datasets/{self.hub}/tree/main, put it in data/medical_meadow/ and "
             f"set `path: data/medical_meadow/{file}` for this source")
 

@@ -23,6 +23,24 @@ def hub_allowed() -> bool:
     return os.environ.get("SM70_ALLOW_HUB", "0") == "1"
 
 
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be reached, or None when it can.
+
+    Asked once before any hub download: without it, huggingface_hub retries a dead network for about
+    half a minute per file before failing, which on an isolated hospital network looks like a hang.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{endpoint.hostname}:{port} cannot be reached ({e})"
+    return None
+
+
 def ensure_offline() -> None:
     """Make transformers/datasets/huggingface_hub fail fast instead of trying the network."""
     if not hub_allowed():
@@ -45,6 +63,9 @@ def resolve_model_path(name: str | Path) -> str:
             f"model {str(name)!r} is not a local directory and the hub is off (set SM70_ALLOW_HUB=1 on a "
             f"machine with network access, or download it there with `huggingface-cli download {name} "
             f"--local-dir DIR` and pass model=DIR)")
+    if (why := hub_unreachable()) is not None:
+        raise Sm70Error(f"model {str(name)!r} is not a local directory and the hub is allowed, but {why}; "
+                        f"download it where the hub is reachable and pass model=DIR")
     return str(name)
 
 
