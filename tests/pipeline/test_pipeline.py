@@ -104,12 +104,17 @@ def test_demo_offline_skip_change_and_resume(tmp_path):
     assert "0.2" in json.dumps(card)
 
 
-def test_plan_for_the_paper_run_runs_nothing(tmp_path, capsys):
+@pytest.mark.parametrize("device, verdict", [
+    (["train.set.device_memory_gb=48"], "FITS"),
+    (["train.set.device_memory_gb=24"], "DOES NOT FIT"),
+    (["train.set.device_memory_gb=24", "train.set.processes=2", "train.set.sharding=fsdp"], "FITS"),
+])
+def test_plan_for_the_paper_run_runs_nothing(tmp_path, capsys, device, verdict):
     out = tmp_path / "sm70"
-    assert main(["run", "recipes/pipeline/sm70-llama2-70b.yaml", f"out={out}", "plan=true"]) == 0
+    assert main(["run", "recipes/pipeline/sm70-llama2-70b.yaml", f"out={out}", "plan=true", *device]) == 0
     text = capsys.readouterr().out
-    assert "training memory plan" in text and "run" in text
-    assert "sm70 serve" in text
+    assert "training memory plan" in text and f"-> {verdict} (" in text
+    assert "estimated time" in text and "sm70 serve" in text
     assert not out.exists()
 
 

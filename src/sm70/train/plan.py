@@ -100,8 +100,9 @@ def detect_device() -> tuple[str, float | None]:
     return "cpu", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GiB
 
 
-def plan_memory(cfg, device_memory_gb: float | None = None) -> MemoryPlan:
-    """Predicted peak memory per process for `cfg` (a TrainConfig); reads only config.json."""
+def plan_memory(cfg, device_memory_gb: float | None = None, train_chars: float | None = None) -> MemoryPlan:
+    """Predicted peak memory per process for `cfg` (a TrainConfig); reads only config.json.
+    `train_chars` sizes the time estimate before the data exists (the pipeline's plan passes it)."""
     shape = model_shape(cfg.model)
     stated = device_memory_gb if device_memory_gb is not None else cfg.device_memory_gb
     if stated is not None:
@@ -145,7 +146,7 @@ def plan_memory(cfg, device_memory_gb: float | None = None) -> MemoryPlan:
                  CUDA_CONTEXT_GiB * GiB if gpu else CPU_RUNTIME_GiB * GiB))
     rows = [(name, b / GiB) for name, b in rows]
     acts = {k: v / GiB for k, v in acts.items()}
-    hours = estimate_hours(cfg, linear_params + other_params, gpu)
+    hours = estimate_hours(cfg, linear_params + other_params, gpu, train_chars)
     if hours is not None:
         notes.append(f"the time estimate assumes {assumed_tflops(cfg, gpu):g} TFLOP/s sustained per process and "
                      "~4 characters per token (set assumed_tflops= for your hardware)")
@@ -170,18 +171,19 @@ def activations(shape: dict, tokens: int, compute: int) -> dict[str, float]:
             "without checkpointing": layers * block + logits}
 
 
-def estimate_hours(cfg, params: int, gpu: bool) -> float | None:
+def estimate_hours(cfg, params: int, gpu: bool, chars: float | None = None) -> float | None:
     """Training tokens x ~8 FLOPs per parameter and token (forward, backward through the frozen base,
-    recomputation) over an assumed sustained throughput. Needs the data to count tokens."""
+    recomputation) over an assumed sustained throughput. Counts the data's characters when it exists."""
     train = Path(cfg.data) / "train.jsonl"
-    if not train.is_file():
+    if train.is_file():
+        chars = 0
+        with open(train, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    chars += len(row.get("prompt", "")) + len(row.get("completion", ""))
+    if chars is None:
         return None
-    chars = 0
-    with open(train, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                chars += len(row.get("prompt", "")) + len(row.get("completion", ""))
     tokens = chars / 4 * cfg.epochs  # ~4 characters per token for English BPE
     if cfg.max_steps > 0:
         tokens = min(tokens, cfg.max_steps * cfg.micro_batch * cfg.grad_accum * cfg.max_length * cfg.processes)
