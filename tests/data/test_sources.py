@@ -167,6 +167,7 @@ def test_hub_source_streams_when_allowed(monkeypatch, tmp_path):
         return iter(ROWS)
 
     monkeypatch.setenv("SM70_ALLOW_HUB", "1")
+    monkeypatch.setattr("sm70.model.load.hub_unreachable", lambda timeout=5.0: None)  # no network here
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     out = build(config(tmp_path, [{"name": "cards", "catalog": "flashcards"}]))
     assert calls == [("medalpaca/medical_meadow_medical_flashcards", "train", True)]

@@ -7,7 +7,13 @@ import pytest
 from sm70.cli import main
 from sm70.config import load_config
 from sm70.errors import Sm70Error
-from sm70.eval.compare import CompareConfig, compare, compare_runs, compare_table_md, verdict
+from sm70.eval.compare import (
+    CompareConfig,
+    compare,
+    compare_runs,
+    compare_table_md,
+    verdict,
+)
 
 
 def write_run(path, rows, tasks=None, model="base"):

@@ -7,18 +7,15 @@ import pytest
 
 from sm70.eval import engine
 from sm70.eval.loglik import LoglikScorer, Request
-from sm70.eval.tasks import continuations, fewshot_block, get_task, load_task, question_text
+from sm70.eval.tasks import (
+    continuations,
+    fewshot_block,
+    get_task,
+    load_task,
+    question_text,
+)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared by several test runs: one thread avoids OpenMP oversubscription (~7x faster here).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
 
 
 @pytest.fixture(scope="module")

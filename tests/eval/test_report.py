@@ -6,7 +6,12 @@ import re
 import pytest
 
 from sm70.eval.published import PUBLISHED, published_for
-from sm70.eval.report import is_bundled_sample, results_table_html, results_table_md, write_report
+from sm70.eval.report import (
+    is_bundled_sample,
+    results_table_html,
+    results_table_md,
+    write_report,
+)
 from sm70.eval.stats import accuracy_summary
 from sm70.eval.tasks.source import sample_path
 

@@ -20,15 +20,7 @@ from sm70.eval.run import EvalConfig, evaluate
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two cores shared by several test runs: one thread avoids OpenMP oversubscription (~7x faster here).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from sm70.errors import Sm70Error
-from sm70.eval.stats import accuracy_summary, mcnemar_exact, paired_bootstrap, wilson_interval
+from sm70.eval.stats import (
+    accuracy_summary,
+    mcnemar_exact,
+    paired_bootstrap,
+    wilson_interval,
+)
 
 # Newcombe RG (1998), "Two-sided confidence intervals for the single proportion: comparison of
 # seven methods", Stat Med 17:857-872, Table I, method 3 (Wilson score, no continuity correction).

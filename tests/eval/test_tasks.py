@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from sm70.errors import Sm70Error
-from sm70.eval.tasks import TASKS, continuations, fewshot_block, get_task, load_task, question_text
+from sm70.eval.tasks import (
+    TASKS,
+    continuations,
+    fewshot_block,
+    get_task,
+    load_task,
+    question_text,
+)
 from sm70.eval.tasks.source import sample_path
-
 
 # ---- real files (skip when ../shared/data is absent) ----
 

@@ -21,6 +21,7 @@ from sm70.atomic import write_json, write_text
 from sm70.config import Config
 from sm70.errors import Sm70Error
 from sm70.eval.stats import accuracy_summary, mcnemar_exact, paired_bootstrap
+from sm70.jsonl import read_jsonl
 
 ALPHA = 0.05  # a difference is called significant below this McNemar p-value
 
@@ -47,28 +48,19 @@ def read_predictions(run: Path, metric: str) -> dict[tuple[str, str], dict]:
         raise Sm70Error(f"{path}: not found; is {run} an `sm70 eval` output directory?")
     flag = "correct" if metric == "acc" else "correct_norm"
     items: dict[tuple[str, str], dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise Sm70Error(f"{where}: not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise Sm70Error(f"{where}: expected a JSON object, got {type(row).__name__}")
-            for name in ("task", "id", "gold", flag):
-                if name not in row:
-                    hint = " (acc_norm exists only for loglik runs; use metric=acc)" if name == "correct_norm" else ""
-                    raise Sm70Error(f"{where}: {name}: missing{hint}")
-            if not isinstance(row[flag], bool):
-                raise Sm70Error(f"{where}: {flag}: expected true or false, got {row[flag]!r}")
-            key = (str(row["task"]), str(row["id"]))
-            if key in items:
-                raise Sm70Error(f"{where}: id: {key[1]!r} appears twice in task {key[0]!r} "
-                                f"(first on line {items[key]['line']})")
-            items[key] = {"gold": row["gold"], "correct": row[flag], "line": lineno}
+    for lineno, row in read_jsonl(path):
+        where = f"{path}:{lineno}"
+        for name in ("task", "id", "gold", flag):
+            if name not in row:
+                hint = " (acc_norm exists only for loglik runs; use metric=acc)" if name == "correct_norm" else ""
+                raise Sm70Error(f"{where}: {name}: missing{hint}")
+        if not isinstance(row[flag], bool):
+            raise Sm70Error(f"{where}: {flag}: expected true or false, got {row[flag]!r}")
+        key = (str(row["task"]), str(row["id"]))
+        if key in items:
+            raise Sm70Error(f"{where}: id: {key[1]!r} appears twice in task {key[0]!r} "
+                            f"(first on line {items[key]['line']})")
+        items[key] = {"gold": row["gold"], "correct": row[flag], "line": lineno}
     if not items:
         raise Sm70Error(f"{path}: no predictions")
     return items
@@ -214,7 +206,9 @@ def compare_md(comparison: dict) -> str:
 def _print_table(comparison: dict, out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text  # plain text: a "[...]" in a path or id is not rich markup
+    from rich.text import (
+        Text,  # plain text: a "[...]" in a path or id is not rich markup
+    )
 
     table = Table(title=f"B - A on paired items ({comparison['metric']})")
     for col in COLUMNS:

@@ -3,11 +3,11 @@ per-token loss mask so that only the completion is learned (the prompt is contex
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from sm70.errors import Sm70Error
+from sm70.jsonl import read_jsonl
 
 IGNORE = -100  # label value that transformers' causal-LM loss skips
 
@@ -28,23 +28,14 @@ def read_rows(path: Path, allow_empty: bool = False) -> list[dict]:
     if not path.is_file():
         raise Sm70Error(f"{path}: not found (run `sm70 data build` first, or point data= at its output)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise Sm70Error(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise Sm70Error(f"{path}:{lineno}: expected an object with prompt and completion")
-            for field in ("prompt", "completion"):
-                if not isinstance(row.get(field), str):
-                    raise Sm70Error(f"{path}:{lineno}: {field}: missing or not a string")
-            if not row["completion"]:
-                raise Sm70Error(f"{path}:{lineno}: completion: empty, nothing to learn")
-            row.setdefault("id", f"{path.name}:{lineno}")
-            rows.append(row)
+    for lineno, row in read_jsonl(path):
+        for field in ("prompt", "completion"):
+            if not isinstance(row.get(field), str):
+                raise Sm70Error(f"{path}:{lineno}: {field}: missing or not a string")
+        if not row["completion"]:
+            raise Sm70Error(f"{path}:{lineno}: completion: empty, nothing to learn")
+        row.setdefault("id", f"{path.name}:{lineno}")
+        rows.append(row)
     if not rows and not allow_empty:
         raise Sm70Error(f"{path}: no rows")
     return rows

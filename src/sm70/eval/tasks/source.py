@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sm70.errors import Sm70Error
-
-
-def sample_path(*parts: str) -> Path:
-    """A file or folder of the bundled samples (`src/sm70/samples/...`)."""
-    return Path(str(resources.files("sm70").joinpath("samples", *parts)))
+from sm70.jsonl import read_jsonl  # noqa: F401  (the task modules read JSONL through here)
+from sm70.samples import sample_path  # noqa: F401
 
 
 def existing(path: Path, what: str) -> Path:
@@ -27,24 +23,6 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise Sm70Error(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, record) for each non-blank line."""
-    existing(path, "file")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise Sm70Error(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise Sm70Error(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
-    return rows
 
 
 def field(record: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
