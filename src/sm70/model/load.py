@@ -114,7 +114,10 @@ def load_tokenizer(name: str | Path):
 
 def load_model(name: str | Path, *, adapter: str | Path | None = None, quant: Quant = "none",
                dtype: str = "auto", device_map=None, storage_dtype=None, trainable_adapter: bool = False):
-    """Load a causal LM (optionally NF4) and, if given, a PEFT adapter on top of it."""
+    """Load a causal LM (optionally NF4) and, if given, a PEFT adapter on top of it.
+
+    `device_map=None` puts an NF4 model on this process's device; `device_map=False` leaves placement to
+    the caller (FSDP shards the model itself, so every rank must not load all of it onto its GPU)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -127,7 +130,7 @@ def load_model(name: str | Path, *, adapter: str | Path | None = None, quant: Qu
             device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
     elif quant != "none":
         raise Sm70Error(f"unknown quantization {quant!r}; use none or nf4")
-    if device_map is not None:
+    if device_map is not None and device_map is not False:
         kwargs["device_map"] = device_map
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), **kwargs)
     if adapter is not None:

@@ -210,7 +210,7 @@ def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
 
     from sm70.model.load import load_model
 
-    device_map = None
+    device_map = False if fsdp else None  # FSDP places the shards itself
     if cuda and not fsdp:
         device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     # FSDP flattens quantized and unquantized parameters together: 4-bit storage in the compute dtype.
