@@ -13,7 +13,7 @@ from sm70.eval.report import (
     write_report,
 )
 from sm70.eval.stats import accuracy_summary
-from sm70.eval.tasks.source import sample_path
+from sm70.samples import sample_path
 
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

@@ -17,7 +17,7 @@ from sm70.eval.tasks import (
     load_task,
     question_text,
 )
-from sm70.eval.tasks.source import sample_path
+from sm70.samples import sample_path
 
 # ---- real files (skip when ../shared/data is absent) ----
 

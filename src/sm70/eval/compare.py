@@ -11,7 +11,6 @@ Outputs go to `out` (default: `compare-<A>-vs-<B>` beside RUN_B): `compare.json`
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +20,7 @@ from sm70.atomic import write_json, write_text
 from sm70.config import Config
 from sm70.errors import Sm70Error
 from sm70.eval.stats import accuracy_summary, mcnemar_exact, paired_bootstrap
+from sm70.eval.tasks.source import read_json
 from sm70.jsonl import read_jsonl
 
 ALPHA = 0.05  # a difference is called significant below this McNemar p-value
@@ -70,10 +70,7 @@ def read_results(run: Path) -> dict:
     path = run / "results.json"
     if not path.is_file():
         raise Sm70Error(f"{path}: not found; is {run} an `sm70 eval` output directory?")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise Sm70Error(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    results = read_json(path)
     if not isinstance(results, dict):
         raise Sm70Error(f"{path}: expected a JSON object")
     return results

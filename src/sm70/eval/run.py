@@ -25,7 +25,7 @@ from sm70.config import Config
 from sm70.errors import Sm70Error
 from sm70.eval.cache import ResultCache, run_key
 from sm70.eval.tasks import Item, Task, get_task, load_task
-from sm70.eval.tasks.source import sample_path
+from sm70.samples import sample_path
 
 SAMPLE_FOLDERS = {"medqa": "medqa", "pubmedqa": "pubmedqa"}  # other tasks: usmle
 

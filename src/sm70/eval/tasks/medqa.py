@@ -8,7 +8,9 @@ from pathlib import Path
 
 from sm70.errors import Sm70Error
 from sm70.eval.tasks.item import Item
-from sm70.eval.tasks.source import field, read_jsonl, sample_path
+from sm70.eval.tasks.source import field
+from sm70.jsonl import read_jsonl
+from sm70.samples import sample_path
 
 # A folder holds one file per split; the original release names its 4-option test file this way.
 SPLIT_FILES = {"test": ("test.jsonl", "phrases_no_exclude_test.jsonl"),

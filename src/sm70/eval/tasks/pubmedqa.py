@@ -10,7 +10,8 @@ from pathlib import Path
 
 from sm70.errors import Sm70Error
 from sm70.eval.tasks.item import Item
-from sm70.eval.tasks.source import field, read_json, sample_path
+from sm70.eval.tasks.source import field, read_json
+from sm70.samples import sample_path
 
 ANSWERS = ("yes", "no", "maybe")
 OPTIONS = {a: a for a in ANSWERS}

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from sm70.errors import Sm70Error
-from sm70.jsonl import read_jsonl  # noqa: F401  (the task modules read JSONL through here)
-from sm70.samples import sample_path  # noqa: F401
 
 
 def existing(path: Path, what: str) -> Path:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sm70.errors import Sm70Error
 from sm70.eval.tasks.item import Item
-from sm70.eval.tasks.source import field, read_json, sample_path
+from sm70.eval.tasks.source import field, read_json
+from sm70.samples import sample_path
 
 # A sentence that points at a picture the text does not hold ("A photomicrograph ... is shown",
 # "the findings in the photograph", "labeled arteries in the diagram", "the rash shown").
