@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from sm70.errors import Sm70Error
+from sm70 import textfile
+from sm70.textfile import InputError, where
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line; a line that is not a JSON object is an error."""
-    path = Path(path)
-    if not path.is_file():
-        raise Sm70Error(f"{path}: file not found")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise Sm70Error(f"{path}:{lineno}: not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise Sm70Error(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append((lineno, row))
+    for number, text, error in textfile.lines(path):
+        if error:
+            raise InputError(where(path, number), error)
+        if text.isspace():
+            continue
+        try:
+            row = textfile.parse_json(text)
+        except ValueError as e:
+            raise InputError(where(path, number), textfile.json_problem(e)) from None
+        if not isinstance(row, dict):
+            raise InputError(where(path, number), f"expected a JSON object, got {type(row).__name__}")
+        rows.append((number, row))
     return rows

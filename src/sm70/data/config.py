@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sm70.config import Config
 from sm70.render import TEMPLATES
@@ -30,6 +31,17 @@ class SourceConfig(Config):
     max_rows: int | None = Field(None, ge=1, description="read at most this many rows from the source")
     weight: float = Field(1.0, gt=0)
     licence: str | None = None
+    encoding: str = Field("utf-8", description="text encoding of a local .json/.jsonl/.csv table (e.g. cp1252, "
+                          "utf-16) when it cannot be re-encoded as UTF-8; benchmark formats are always UTF-8")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r}; e.g. utf-8, cp1252, latin-1, utf-16") from None
+        return value
 
     @model_validator(mode="after")
     def _one_location(self):
@@ -38,6 +50,8 @@ class SourceConfig(Config):
             raise ValueError(f"source {self.name!r}: give one of path, hub, catalog (got {', '.join(given)})")
         if not given:
             raise ValueError(f"source {self.name!r}: needs a path, a hub id or a catalog name")
+        if self.format != "alpaca" and codecs.lookup(self.encoding).name not in ("utf-8", "utf-8-sig"):
+            raise ValueError(f"source {self.name!r}: encoding applies to alpaca tables; {self.format} files are UTF-8")
         return self
 
 

@@ -9,6 +9,7 @@ allows the network (`SM70_ALLOW_HUB=1`); offline, the error says which file to d
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -17,7 +18,9 @@ from typing import Any, Iterator, NamedTuple
 
 from sm70.data.catalog import subset
 from sm70.data.config import SourceConfig
+from sm70 import textfile
 from sm70.errors import Sm70Error
+from sm70.textfile import InputError, where
 
 SAMPLES = "samples://"
 TASK_OF_FORMAT = {"medqa": "medqa", "pubmedqa": "pubmedqa", "usmle": "usmle"}
@@ -87,7 +90,7 @@ class Source:
         elif self.hub is not None:
             yield from read_hub(self.hub, self.cfg.split)
         else:
-            yield from read_table(self.path)
+            yield from read_table(self.path, self.cfg.encoding)
 
     def _items(self) -> Iterator[RawRow]:
         from sm70.eval.tasks import load_task
@@ -113,29 +116,45 @@ class Source:
             f"set `path: data/medical_meadow/{file}` for this source")
 
 
-def read_table(path: Path) -> Iterator[RawRow]:
+def read_table(path: Path, encoding: str = textfile.UTF8) -> Iterator[RawRow]:
+    if path.is_dir():
+        raise InputError(str(path), "is a folder; an alpaca source reads one .json, .jsonl, .csv or .parquet file")
     suffix = path.suffix.lower()
     readers = {".json": read_json_list, ".jsonl": read_jsonl, ".csv": read_csv, ".parquet": read_parquet}
     if suffix not in readers:
-        raise Sm70Error(f"{path}: unknown file type {suffix!r}; use .json (a list), .jsonl, .csv or .parquet")
+        raise InputError(str(path), f"unknown file type {suffix!r}; use .json (a list), .jsonl, .csv or .parquet")
     empty = True
-    for row in readers[suffix](path):
+    for row in readers[suffix](path, encoding):
         empty = False
         yield row
     if empty:
-        raise Sm70Error(f"{path}: empty: no rows")
+        raise InputError(str(path), "empty: no rows")
 
 
-def read_json_list(path: Path) -> Iterator[RawRow]:
-    """A JSON list of objects, decoded one object at a time; a syntax error stops with its line."""
-    text = path.read_text(encoding="utf-8")
+def read_json_list(path: Path, encoding: str = textfile.UTF8) -> Iterator[RawRow]:
+    """A JSON list of objects, decoded one object at a time; a syntax error stops with its line.
+
+    Bytes that are not UTF-8 make only the records that hold them malformed: the text is kept with
+    those bytes escaped, and each such record comes back with the decode problem as its error.
+    """
+    data = textfile.read_bytes(path)
+    offsets = None
+    try:
+        text = textfile.decode(path, data, encoding, setting=True)
+    except textfile.DecodeError:
+        if not textfile.is_utf8(encoding):
+            raise
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        text = str(memoryview(data)[bom:], textfile.UTF8, "surrogateescape")
+        offsets = textfile.ByteOffsets(text, bom)
+    del data
     decoder = json.JSONDecoder()
     pos = len(text) - len(text.lstrip())
     if pos == len(text):
         return
     if text[pos] != "[":
-        raise Sm70Error(f"{path}:{text.count(chr(10), 0, pos) + 1}: expected a JSON list of objects "
-                        f"(Medical Meadow layout), found {text[pos]!r}")
+        raise InputError(where(path, text.count(chr(10), 0, pos) + 1), "expected a JSON list of objects "
+                         f"(Medical Meadow layout), found {text[pos]!r}")
     pos = _BETWEEN.match(text, pos + 1).end()
     line, counted = 1, 0
     record, file = 0, str(path)
@@ -143,46 +162,102 @@ def read_json_list(path: Path) -> Iterator[RawRow]:
         line += text.count("\n", counted, pos)
         counted = pos
         try:
-            value, end = decoder.raw_decode(text, pos)
+            value, end = textfile.raw_decode(decoder, text, pos)
         except json.JSONDecodeError as e:
-            raise Sm70Error(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
-        yield RawRow(file, line, record, value)
+            # An undecodable byte outside a string breaks the syntax: that byte is the problem to report.
+            problem = offsets and textfile.escaped_problem(text, pos, e.pos + 1, offsets, True)
+            raise InputError(where(path, e.lineno), problem or textfile.json_problem(e)) from None
+        except ValueError as e:  # no position: the record's first line
+            raise InputError(where(path, line), str(e)) from None
+        problem = offsets and textfile.escaped_problem(text, pos, end, offsets, True)
+        if problem:
+            raw = text[pos:end].encode(textfile.UTF8, "surrogateescape").decode(textfile.UTF8, "backslashreplace")
+            yield RawRow(file, line, record, raw, problem)
+        else:
+            yield RawRow(file, line, record, value)
         record += 1
         pos = _BETWEEN.match(text, end).end()
     if pos >= len(text):
-        raise Sm70Error(f"{path}:{text.count(chr(10)) + 1}: not valid JSON: the list is not closed with ']'")
+        raise InputError(where(path, text.count(chr(10)) + 1), "not valid JSON: the list is not closed with ']'")
 
 
-def read_jsonl(path: Path) -> Iterator[RawRow]:
-    with open(path, encoding="utf-8") as f:
-        record, file = 0, str(path)
-        for line, text in enumerate(f, 1):
-            if not text.strip():
-                continue
+def read_jsonl(path: Path, encoding: str = textfile.UTF8) -> Iterator[RawRow]:
+    record, file, loads = 0, str(path), json.loads
+    for number, text, error in textfile.lines(path, encoding, setting=True):
+        if error:
+            yield RawRow(file, number, record, text.rstrip("\n"), error)
+        elif text.isspace():
+            continue
+        else:
             try:
-                yield RawRow(file, line, record, json.loads(text))
-            except json.JSONDecodeError as e:
-                yield RawRow(file, line, record, text.rstrip("\n"), f"not valid JSON: {e.msg}")
+                yield RawRow(file, number, record, loads(text))
+            except (ValueError, RecursionError) as e:  # bad syntax, nesting deeper than Python recurses, ...
+                yield RawRow(file, number, record, text.rstrip("\n"), textfile.json_problem(textfile.readable(e)))
+        record += 1
+
+
+def read_csv(path: Path, encoding: str = textfile.UTF8) -> Iterator[RawRow]:
+    """Rows of a CSV file with a header line; a row is malformed when its lines do not decode or
+    its field count differs from the header's (csv.DictReader would drop or invent fields silently)."""
+    file = str(path)
+    unreadable: dict[int, str] = {}  # line number -> why it could not be decoded
+
+    def texts() -> Iterator[str]:
+        for line in textfile.lines(path, encoding, setting=True):
+            if line.error:
+                unreadable[line.number] = line.error
+            yield line.text
+
+    reader = csv.reader(texts())
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if unreadable and min(unreadable) <= reader.line_num:
+            raise InputError(where(path, 1), unreadable[min(unreadable)], "header")
+        repeated = sorted({c for c in header if header.count(c) > 1})
+        if repeated:
+            raise InputError(where(path, 1), f"column {repeated[0]!r} appears twice", "header")
+        start, record = reader.line_num + 1, 0
+        for fields in reader:
+            end = reader.line_num
+            problem = None
+            if unreadable:
+                problems = [unreadable.pop(n) for n in range(start, end + 1) if n in unreadable]
+                problem = problems[0] if problems else None
+            if problem:
+                yield RawRow(file, start, record, ",".join(fields), problem)
+            elif not fields:  # a blank line is not a row
+                start = end + 1
+                continue
+            elif len(fields) != len(header):
+                yield RawRow(file, start, record, fields, f"{len(fields)} fields, but the header has {len(header)}")
+            else:
+                yield RawRow(file, start, record, dict(zip(header, fields)))
             record += 1
+            start = end + 1
+    except csv.Error as e:  # a field past csv's size limit, a stray carriage return, ...
+        raise InputError(where(path, reader.line_num), f"not valid CSV: {e}") from None
 
 
-def read_csv(path: Path) -> Iterator[RawRow]:
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        start, file = 2, str(path)  # line 1 is the header
-        for record, row in enumerate(reader):
-            yield RawRow(file, start, record, row)
-            start = reader.line_num + 1
-
-
-def read_parquet(path: Path) -> Iterator[RawRow]:
+def read_parquet(path: Path, encoding: str | None = None) -> Iterator[RawRow]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    textfile.open_binary(path).close()  # not found, a folder, no permission: the same errors as every file
     record, file = 0, str(path)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for row in batch.to_pylist():
-            yield RawRow(file, None, record, row)
-            record += 1
+    try:
+        parquet = pq.ParquetFile(path)
+        names = parquet.schema_arrow.names
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(file, f"column {repeated[0]!r} appears twice")
+        for batch in parquet.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                yield RawRow(file, None, record, row)
+                record += 1
+    except (pa.ArrowException, OSError) as e:  # truncated, not Parquet, a corrupt page
+        raise InputError(where(path, record=record) if record else file, f"not a readable Parquet file: {e}") from None
 
 
 def read_hub(hub: str, split: str) -> Iterator[RawRow]:

@@ -8,6 +8,7 @@ instruction the prompt is byte-identical to lm-evaluation-harness's prompt for t
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import NamedTuple
 
@@ -20,6 +21,9 @@ DEFAULT_INSTRUCTIONS = {
     "usmle": "Answer the multiple-choice question with the letter of the correct option.",
     "pubmedqa": "Answer the research question about the abstract with yes, no or maybe.",
 }
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RowError(ValueError):
@@ -60,6 +64,9 @@ class Standardizer:
                 value = ""
             if not isinstance(value, str):
                 raise RowError(column, f"expected a string, got {type(value).__name__}")
+            if not value.isascii() and _SURROGATE.search(value):
+                # JSON can escape half of a UTF-16 pair ("\\udcff"); such a string cannot be written as UTF-8.
+                raise RowError(column, "contains an unpaired UTF-16 surrogate escape (\\ud800-\\udfff): not text")
             fields[name] = clean_text(value)
         instruction, input, output = fields["instruction"], fields["input"], fields["output"]
         prompt = render.apply_template(self.template, instruction, input, tokenizer=self.tokenizer)

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from sm70.errors import Sm70Error
 from sm70.eval.tasks.item import Item
-from sm70.eval.tasks.source import field
+from sm70.eval.tasks.source import field, unscorable
 from sm70.jsonl import read_jsonl
 from sm70.samples import sample_path
+from sm70.textfile import InputError
 
 # A folder holds one file per split; the original release names its 4-option test file this way.
 SPLIT_FILES = {"test": ("test.jsonl", "phrases_no_exclude_test.jsonl"),
@@ -35,19 +36,20 @@ def parse(row: dict, where: str) -> tuple[str, dict[str, str], str]:
     if "sent1" in row:  # GBaker/MedQA-USMLE-4-options-hf
         question = field(row, "sent1", str, where)
         endings = sorted(k for k in row if k.startswith("ending"))
+        if len(endings) > len(LETTERS):
+            raise InputError(where, f"{len(endings)} endings; at most {len(LETTERS)} options are read", "ending*")
         options = {LETTERS[i]: field(row, f"ending{i}", str, where) for i in range(len(endings))}
         label = field(row, "label", int, where)
         if not 0 <= label < len(options):
-            raise Sm70Error(f"{where}: label: {label} is not an index of the {len(options)} endings")
+            raise InputError(where, f"{label} is not an index of the {len(options)} endings", "label")
         return question, options, LETTERS[label]
     question = field(row, "question", str, where)
     options = field(row, "options", dict, where)
-    for key, text in options.items():
-        if not isinstance(text, str):
-            raise Sm70Error(f"{where}: options.{key}: expected str, got {type(text).__name__}")
+    for key in options:
+        field(options, key, str, where, f"options.{key}")
     gold = field(row, "answer_idx", str, where)
     if gold not in options:
-        raise Sm70Error(f"{where}: answer_idx: {gold!r} is not one of the options {list(options)}")
+        raise InputError(where, f"{gold!r} is not one of the options {list(options)}", "answer_idx")
     return question, dict(options), gold
 
 
@@ -57,5 +59,8 @@ def load(path: Path | None = None, split: str = "test") -> list[Item]:
     for index, (lineno, row) in enumerate(read_jsonl(file)):
         question, options, gold = parse(row, f"{file}:{lineno}")
         items.append(Item(id=str(index), question=question, options=options, gold=gold,
+                          excluded=unscorable(question, options),
                           meta={"meta_info": row["meta_info"]} if "meta_info" in row else {}))
+    if not items:
+        raise InputError(str(file), "no questions (the file has no rows)")
     return items

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from sm70.errors import Sm70Error
 from sm70.eval.tasks.item import Item
-from sm70.eval.tasks.source import field, read_json
+from sm70.eval.tasks.source import field, read_json, text, unscorable
 from sm70.samples import sample_path
+from sm70.textfile import InputError
 
 ANSWERS = ("yes", "no", "maybe")
 OPTIONS = {a: a for a in ANSWERS}
@@ -32,6 +33,9 @@ def load(path: Path | None = None, split: str = "test") -> list[Item]:
     truth = read_json(truth_file)
     if not isinstance(truth, dict):
         raise Sm70Error(f"{truth_file}: expected an object PMID -> yes/no/maybe, got {type(truth).__name__}")
+    for file, records in ((labelled_file, labelled), (truth_file, truth)):
+        if not records:
+            raise InputError(str(file), "no items (an empty object)")
     for pmid, answer in truth.items():
         if pmid not in labelled:
             raise Sm70Error(f"{truth_file}: PMID {pmid}: not in {labelled_file.name}")
@@ -55,11 +59,14 @@ def item(pmid: str, record: dict, where: str) -> Item:
     if not isinstance(record, dict):
         raise Sm70Error(f"{where}: expected an object, got {type(record).__name__}")
     contexts = field(record, "CONTEXTS", list, where)
-    for i, text in enumerate(contexts):
-        if not isinstance(text, str):
-            raise Sm70Error(f"{where}: CONTEXTS[{i}]: expected str, got {type(text).__name__}")
+    for i, part in enumerate(contexts):
+        if not isinstance(part, str):
+            raise InputError(where, f"expected str, got {type(part).__name__}", f"CONTEXTS[{i}]")
+        text(part, where, f"CONTEXTS[{i}]")
     gold = field(record, "final_decision", str, where)
     if gold not in ANSWERS:
-        raise Sm70Error(f"{where}: final_decision: {gold!r} is not yes, no or maybe")
-    return Item(id=pmid, question=field(record, "QUESTION", str, where), options=dict(OPTIONS), gold=gold,
-                context=tuple(contexts), meta={"year": record.get("YEAR")})
+        raise InputError(where, f"{gold!r} is not yes, no or maybe", "final_decision")
+    question = field(record, "QUESTION", str, where)
+    excluded = unscorable(question, {}) or (None if any(c.strip() for c in contexts) else "the abstract is empty")
+    return Item(id=pmid, question=question, options=dict(OPTIONS), gold=gold, context=tuple(contexts),
+                excluded=excluded, meta={"year": record.get("YEAR")})

@@ -15,6 +15,7 @@ from sm70.errors import Sm70Error
 from sm70.eval.tasks.item import Item
 from sm70.eval.tasks.source import field, read_json
 from sm70.samples import sample_path
+from sm70.textfile import InputError
 
 # A sentence that points at a picture the text does not hold ("A photomicrograph ... is shown",
 # "the findings in the photograph", "labeled arteries in the diagram", "the rash shown").
@@ -56,27 +57,30 @@ def load_step(path: Path | None, step: int, include_images: bool) -> list[Item]:
     solutions = read_json(solutions_file)
     if not isinstance(solutions, dict):
         raise Sm70Error(f"{solutions_file}: expected an object number -> letter, got {type(solutions).__name__}")
+    if not records:
+        raise InputError(str(questions_file), "no questions (an empty list)")
     items = []
+    first: dict[int, int] = {}  # question number -> the record that has it
     for index, record in enumerate(records):
         where = f"{questions_file}: record {index}"
         if not isinstance(record, dict):
-            raise Sm70Error(f"{where}: expected an object, got {type(record).__name__}")
+            raise InputError(where, f"expected an object, got {type(record).__name__}")
         no = field(record, "no", int, where)
+        if no in first:
+            raise InputError(where, f"question {no} appears twice (records {first[no]} and {index})", "no")
+        first[no] = index
         where = f"{questions_file}: record {index} (no {no})"
         options = field(record, "options", dict, where)
-        for key, text in options.items():
-            if not isinstance(text, str):
-                raise Sm70Error(f"{where}: options.{key}: expected str, got {type(text).__name__}")
+        for key in options:
+            field(options, key, str, where, f"options.{key}")
         if str(no) not in solutions:
-            raise Sm70Error(f"{solutions_file}: {no}: no answer for question {no} of {questions_file.name}")
-        gold = solutions[str(no)]
-        if not isinstance(gold, str):
-            raise Sm70Error(f"{solutions_file}: {no}: expected a letter, got {type(gold).__name__}")
+            raise InputError(str(solutions_file), f"no answer for question {no} of {questions_file.name}", str(no))
+        gold = field(solutions, str(no), str, str(solutions_file))
         items.append(build_item(step, no, field(record, "question", str, where), options, gold.strip(),
                                 record, include_images))
-    extra = set(solutions) - {str(r["no"]) for r in records}
+    extra = set(solutions) - {str(no) for no in first}
     if extra:
-        raise Sm70Error(f"{solutions_file}: answers for questions not in {questions_file.name}: {sorted(extra)}")
+        raise InputError(str(solutions_file), f"answers for questions not in {questions_file.name}: {sorted(extra)}")
     return items
 
 
