@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sm70.errors import ConfigError
+from sm70.textfile import read_text
 
 C = TypeVar("C", bound="Config")
 
@@ -27,19 +28,75 @@ class Config(BaseModel):
         return yaml.safe_dump(self.dump(), sort_keys=False, allow_unicode=True)
 
 
+RECIPE_LIMIT = 1 << 20   # bytes: recipes are a few hundred; anything near this is not a recipe
+EXPANDED_LIMIT = 100_000  # values in a recipe once YAML aliases are expanded (a "billion laughs" file)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping: PyYAML would keep the last one silently,
+    so `lr: 1e-4` early in a recipe and `lr: 1e-3` further down would train with a value nobody chose."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden key by key
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {seen[key] + 1})", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe not found")
+    text = read_text(path, limit=RECIPE_LIMIT)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(text, Loader=_RecipeLoader)
+    except yaml.MarkedYAMLError as e:
+        raise ConfigError(_yaml_problem(path, text, e)) from None
     except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply to read") from None
+    except ValueError as e:  # a scalar YAML types but cannot build: `seed: 2024-13-45`, a 5,000-digit number
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of keys to values, got {type(data).__name__}")
+    _check_expanded_size(path, data)
     return data
+
+
+def _yaml_problem(path: Path, text: str, e: yaml.MarkedYAMLError) -> str:
+    mark = e.problem_mark or e.context_mark
+    if mark is None:
+        return f"{path}: not valid YAML: {e.problem}"
+    problem = " ".join(p for p in (e.context, e.problem) if p)
+    if "\t" in text.split("\n")[mark.line] if mark.line < text.count("\n") + 1 else False:
+        problem += " (the line has a tab: YAML indents with spaces, never tabs)"
+    return f"{path}:{mark.line + 1}: not valid YAML: {problem}"
+
+
+def _check_expanded_size(path: Path, data: Any) -> None:
+    # Aliases are shared, not copied, so the file loads small; but every later step (validation,
+    # printing the resolved config) walks the expansion, which a crafted file makes astronomically large.
+    budget, stack = EXPANDED_LIMIT, [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"{path}: more than {EXPANDED_LIMIT:,} values once YAML aliases are expanded; "
+                              "a recipe this large is not a recipe")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -47,25 +104,48 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form key=value")
+    keys = key.split(".")
+    if not all(keys):
+        raise ConfigError(f"override {text!r}: an empty part in the key {key!r}")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (or a date YAML cannot build): the text itself
         value = raw
-    return key.split("."), value
+    return keys, value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     data = dict(data)
     for text in overrides:
         keys, value = parse_override(text)
-        node = data
+        node: Any = data
         for k in keys[:-1]:
-            child = node.get(k)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[k] = child
-            node = child
-        node[keys[-1]] = value
+            node = _child(node, k, text)
+        if isinstance(node, list):
+            node[_index(node, keys[-1], text)] = value
+        else:
+            node[keys[-1]] = value
     return data
+
+
+def _child(node: Any, key: str, text: str) -> Any:
+    """The copy of node[key] that an override descends into: `sources.0.path=x` reaches into a list."""
+    if isinstance(node, list):
+        i = _index(node, key, text)
+        child = node[i]
+        child = dict(child) if isinstance(child, dict) else list(child) if isinstance(child, list) else {}
+        node[i] = child
+        return child
+    child = node.get(key)
+    child = dict(child) if isinstance(child, dict) else list(child) if isinstance(child, list) else {}
+    node[key] = child
+    return child
+
+
+def _index(node: list, key: str, text: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"override {text!r}: {key!r} is not an index of the {len(node)}-item list")
+    return int(key)
 
 
 def load_config(cls: type[C], recipe: str | Path | None = None, overrides: list[str] | None = None,
@@ -91,5 +171,10 @@ def describe_validation_error(e: ValidationError) -> str:
         elif err["type"] == "missing":
             lines.append(f"missing required key {key!r}")
         else:
-            lines.append(f"key {key!r}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"key {key!r}: {err['msg']} (got {_short(err.get('input'))})")
     return "; ".join(lines)
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
