@@ -212,19 +212,23 @@ def lines(path: str | Path, encoding: str = UTF8, setting: bool = False) -> Iter
     """
     f = open_binary(path)
     with f:
-        if not is_utf8(encoding):
-            yield from _other_lines(path, f, encoding)
+        if b"\n".decode(encoding, "ignore") != "\n" or "\n".encode(encoding) != b"\n":  # UTF-16, UTF-32
+            yield from _wide_lines(path, f, encoding)
             return
-        offset = sniff(path, f.read(SNIFF_BYTES))
+        utf8 = is_utf8(encoding)
+        offset = sniff(path, f.read(SNIFF_BYTES)) if utf8 else 0
         f.seek(offset)
+        codec = UTF8 if utf8 else encoding
         limit, number = LINE_LIMIT, 0
         readline = f.readline
         while raw := readline(limit + 1):
             number += 1
             try:
-                text = raw.decode(UTF8)
+                text = raw.decode(codec)
             except UnicodeDecodeError as e:
-                yield Line(number, raw.decode(UTF8, "backslashreplace"), decode_problem(raw, e.start, offset, setting))
+                problem = (decode_problem(raw, e.start, offset, setting) if utf8 else
+                           f"not valid {encoding} at byte {offset + e.start} (found {raw[e.start:e.end].hex(' ')})")
+                yield Line(number, raw.decode(codec, "backslashreplace"), problem)
             else:
                 if len(raw) > limit and not raw.endswith(b"\n"):
                     size = len(raw) + _skip_line(f)
@@ -244,9 +248,9 @@ def _skip_line(f: IO[bytes]) -> int:
     return skipped
 
 
-def _other_lines(path: str | Path, f: IO[bytes], encoding: str) -> Iterator[Line]:
-    # A named encoding (cp1252, utf-16, ...) is the operator's explicit choice: decode it as told,
-    # still strictly, still with a bounded line.
+def _wide_lines(path: str | Path, f: IO[bytes], encoding: str) -> Iterator[Line]:
+    # UTF-16 and UTF-32, named by the operator: a newline is not one byte, so decode as a stream,
+    # still strictly and with a bounded line; an error can only be placed after the last whole line.
     text = io.TextIOWrapper(f, encoding=encoding, errors="strict", newline="")
     number = 0
     try:
@@ -256,8 +260,8 @@ def _other_lines(path: str | Path, f: IO[bytes], encoding: str) -> Iterator[Line
                 raise InputError(where(path, number), f"line longer than the {LINE_LIMIT:,}-character limit")
             yield Line(number, line, None)
     except UnicodeDecodeError as e:
-        raise DecodeError(where(path, number + 1), f"not valid {encoding} (found {e.object[e.start:e.end].hex(' ')})"
-                         ) from None
+        raise DecodeError(str(path), f"not valid {encoding} after line {number} "
+                          f"(found {e.object[e.start:e.end].hex(' ')})") from None
     finally:
         text.detach()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from array import array
 from pathlib import Path
@@ -44,6 +45,7 @@ from sm70.digest import sha256_file
 from sm70.errors import Sm70Error
 
 CHUNK_ROWS = 1000  # rows per task sent to a worker: large enough to amortise the hand-over
+_SURROGATE = re.compile("[\ud800-\udfff]")
 OUTPUTS = ("train.jsonl", "val.jsonl", "rejects.jsonl", "datacard.json", "datacard.md", "lengths.png")
 
 
@@ -107,9 +109,8 @@ def _filter_source(cfg: DataConfig, source: Source, st: SourceStats, examiner: E
                 if reason:
                     st.removed[reason] += 1
                     row = item_record(raw.value) if hasattr(raw.value, "excluded") else raw.value
-                    rejects.write(json.dumps({"source": name, "line": raw.line, "record": raw.record,
-                                              "reason": reason, "detail": v.detail if reason == v.reason else None,
-                                              "row": row}, ensure_ascii=False, default=str) + "\n")
+                    rejects.write(_json_line({"source": name, "line": raw.line, "record": raw.record, "reason": reason,
+                                              "detail": v.detail if reason == v.reason else None, "row": row}))
                     continue
                 st.kept += 1
                 kept.write(v.line)
@@ -131,6 +132,14 @@ def _decide(cfg: DataConfig, raw: RawRow, v: Verdict, dedup: Deduplicator) -> st
     if dedup.near_duplicate(v.sketch):
         return "near_duplicate"
     return None
+
+
+def _json_line(obj: dict) -> str:
+    line = json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+    if not line.isascii() and _SURROGATE.search(line):
+        # A rejected row may hold half a UTF-16 pair (a JSON "\\udcff"), which UTF-8 cannot write: escape it.
+        return json.dumps(obj, default=str) + "\n"
+    return line
 
 
 def _chunks(rows: Iterator, size: int) -> Iterator[list]:
