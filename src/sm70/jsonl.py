@@ -8,8 +8,10 @@ from sm70 import textfile
 from sm70.textfile import InputError, where
 
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a line that is not a JSON object is an error."""
+def read_jsonl(path: str | Path, unique_keys: bool = False) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object is an error.
+    `unique_keys`: a key given twice in one object is an error (benchmark files, where it would
+    silently change an item)."""
     rows = []
     for number, text, error in textfile.lines(path):
         if error:
@@ -17,7 +19,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
         if text.isspace():
             continue
         try:
-            row = textfile.parse_json(text)
+            row = textfile.parse_json(text, unique_keys)
         except ValueError as e:
             raise InputError(where(path, number), textfile.json_problem(e)) from None
         if not isinstance(row, dict):

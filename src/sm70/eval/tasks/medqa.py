@@ -56,7 +56,7 @@ def parse(row: dict, where: str) -> tuple[str, dict[str, str], str]:
 def load(path: Path | None = None, split: str = "test") -> list[Item]:
     file = resolve(path, split)
     items = []
-    for index, (lineno, row) in enumerate(read_jsonl(file)):
+    for index, (lineno, row) in enumerate(read_jsonl(file, unique_keys=True)):
         question, options, gold = parse(row, f"{file}:{lineno}")
         items.append(Item(id=str(index), question=question, options=options, gold=gold,
                           excluded=unscorable(question, options),
