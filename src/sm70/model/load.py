@@ -55,6 +55,7 @@ def resolve_model_path(name: str | Path) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise Sm70Error(f"{path}: not a model directory (no config.json)")
+        check_model_dir(path)
         return str(path)
     if path.exists():
         raise Sm70Error(f"{path}: expected a model directory, found a file")
@@ -132,14 +133,21 @@ def load_model(name: str | Path, *, adapter: str | Path | None = None, quant: Qu
         raise Sm70Error(f"unknown quantization {quant!r}; use none or nf4")
     if device_map is not None and device_map is not False:
         kwargs["device_map"] = device_map
-    model = AutoModelForCausalLM.from_pretrained(resolve_model_path(name), **kwargs)
+    model_path = resolve_model_path(name)
+    model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     if adapter is not None:
         from peft import PeftModel
 
         adapter = Path(adapter)
         if not (adapter / "adapter_config.json").is_file():
             raise Sm70Error(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
-        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+        check_adapter_dir(adapter, Path(model_path))
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable_adapter)
+        except RuntimeError as e:  # what the checks above cannot see: a tensor of another shape
+            if "size mismatch" not in str(e):
+                raise
+            raise Sm70Error(f"{adapter}: this adapter does not fit base model {name}: {str(e)[:500]}") from None
     return model
 
 
@@ -174,3 +182,113 @@ def fingerprint(path: str | Path | None) -> str | None:
 def config_hash(path: str | Path) -> str:
     cfg = json.loads((Path(path) / "config.json").read_text())
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---- checks on the directories people hand us, before transformers or PEFT read them ----
+# Without them, a truncated download or an adapter for another base fails deep inside those
+# libraries with a traceback that does not say which file is wrong.
+
+ARCHITECTURE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
+                     "num_attention_heads", "num_key_value_heads")
+SAFETENSORS_HEADER_LIMIT = 100 << 20  # the safetensors format's own limit on the JSON header
+
+
+def _json_object(file: Path) -> dict:
+    from sm70.textfile import InputError, read_json
+
+    value = read_json(file, limit=64 << 20)
+    if not isinstance(value, dict):
+        raise InputError(str(file), f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_model_dir(path: Path) -> None:
+    """config.json is a JSON object; every weight file the index names exists; no safetensors file is cut short."""
+    from sm70.textfile import InputError
+
+    _json_object(path / "config.json")
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = _json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise InputError(str(index), "expected an object of tensor name -> file", "weight_map")
+        missing = sorted({f for f in weight_map.values() if not isinstance(f, str) or not (path / f).is_file()},
+                         key=str)
+        if missing:
+            raise InputError(str(index), f"names weight files that are not in {path}: {missing[:5]}", "weight_map")
+    for file in sorted(path.glob("*.safetensors")):
+        safetensors_header(file)
+
+
+def safetensors_header(file: Path) -> dict:
+    """The header of a safetensors file, checked against the file's size: a truncated copy is named
+    here instead of failing as a deserialization error inside the loader."""
+    from sm70.textfile import InputError, json_problem, open_binary, parse_json
+
+    size = file.stat().st_size
+    with open_binary(file) as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else None
+        if length is None or length > SAFETENSORS_HEADER_LIMIT or 8 + length > size:
+            raise InputError(str(file), f"truncated or not a safetensors file ({size:,} bytes; the header "
+                             f"length says {length})")
+        try:
+            header = parse_json(f.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise InputError(str(file), "not a safetensors file: the header is not JSON "
+                             f"({json_problem(e) if isinstance(e, ValueError) else e})") from None
+    if not isinstance(header, dict):
+        raise InputError(str(file), "not a safetensors file: the header is not a JSON object")
+    offsets = [t.get("data_offsets") for name, t in header.items() if name != "__metadata__"]
+    if not all(isinstance(o, list) and len(o) == 2 and all(type(x) is int for x in o) for o in offsets):
+        raise InputError(str(file), "not a safetensors file: a tensor's data_offsets are not two integers")
+    need = 8 + length + max((end for _, end in offsets), default=0)
+    if need > size:
+        raise InputError(str(file), f"truncated: its header describes {need:,} bytes, the file has {size:,} "
+                         "(an interrupted download or copy?)")
+    return header
+
+
+def check_adapter_dir(adapter: Path, base: Path | None) -> None:
+    """The adapter's files are whole, and it was trained for this base: its recorded base model has
+    the same architecture, and its LoRA matrices fit this base's layer count and hidden size."""
+    from sm70.textfile import InputError
+
+    config = _json_object(adapter / "adapter_config.json")
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file() and not (adapter / "adapter_model.bin").is_file():
+        raise InputError(str(adapter), "no adapter weights (adapter_model.safetensors)")
+    if base is None or not (base / "config.json").is_file():
+        return  # a hub id: nothing local to compare against
+    base_cfg = _json_object(base / "config.json")
+    recorded = config.get("base_model_name_or_path")
+    if isinstance(recorded, str) and (Path(recorded) / "config.json").is_file():
+        trained = _json_object(Path(recorded) / "config.json")
+        for key in ARCHITECTURE_KEYS:
+            if key in trained and key in base_cfg and trained[key] != base_cfg[key]:
+                raise InputError(str(adapter / "adapter_config.json"), f"the adapter was trained for {recorded} "
+                                 f"({key}={trained[key]}), but the base model {base} has {key}={base_cfg[key]}",
+                                 "base_model_name_or_path")
+    if weights.is_file():
+        _check_lora_shapes(weights, safetensors_header(weights), base, base_cfg)
+
+
+def _check_lora_shapes(weights: Path, header: dict, base: Path, base_cfg: dict) -> None:
+    import re
+
+    from sm70.textfile import InputError
+
+    layers, hidden = base_cfg.get("num_hidden_layers"), base_cfg.get("hidden_size")
+    for name, tensor in header.items():
+        if not isinstance(tensor, dict):
+            continue
+        layer = re.search(r"\.layers\.(\d+)\.", name)
+        if isinstance(layers, int) and layer and int(layer.group(1)) >= layers:
+            raise InputError(str(weights), f"tensor {name} is for layer {layer.group(1)}, but the base model {base} "
+                             f"has {layers} layers: the adapter was trained for another base model")
+        shape = tensor.get("shape")
+        # lora_A of an attention input projection reads the hidden state: its second dimension is hidden_size.
+        if (isinstance(hidden, int) and re.search(r"\.(q_proj|k_proj|v_proj|gate_proj|up_proj)\.lora_A\b", name)
+                and isinstance(shape, list) and len(shape) == 2 and shape[1] != hidden):
+            raise InputError(str(weights), f"tensor {name} has shape {shape}, but the base model {base} has "
+                             f"hidden_size {hidden}: the adapter was trained for another base model")
