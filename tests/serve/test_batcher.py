@@ -72,3 +72,11 @@ def test_cancelled_request_leaves_the_batch(engine):
     while engine.batcher.snapshot()["running"] and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine.batcher.snapshot()["running"] == 0
+
+
+def test_degenerate_sampling_values_are_safe(engine):
+    """Finding: temperature=1e-45 and top_p=1e-300 passed validation and failed the whole batch."""
+    greedy = run(engine, "Fever and", max_tokens=8, ignore_eos=True)[0]
+    assert run(engine, "Fever and", temperature=1e-45, max_tokens=8, ignore_eos=True)[0] == greedy
+    text, done = run(engine, "Fever and", temperature=1.0, top_p=1e-300, seed=3, max_tokens=8, ignore_eos=True)
+    assert done.kind == "done" and text == greedy            # only the top token is ever kept

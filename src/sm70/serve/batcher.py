@@ -7,6 +7,10 @@ joins late sees exactly the cache it would have had alone. Finished or cancelled
 batch at once and their cache columns are trimmed. One forward pass then advances every row by one
 token; that is where the throughput under concurrent load comes from.
 
+A failure is kept to the requests it belongs to: choosing or decoding one row's token fails that
+row alone, a failed prefill fails only the requests that were joining, and only a failed decoding
+step (one forward pass for every row, nothing to tell them apart) fails the running batch.
+
 transformers' own continuous batching (`generate_batch`) needs paged-attention kernels and owns
 the request loop; this scheduler keeps per-request streaming, cancellation and sampling in our
 hands with a plain `DynamicCache`.
@@ -20,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 
 from sm70.serve.handle import Event, Handle, Outbox, QueueFull
-from sm70.serve.sampling import SamplingParams, TextStream, choose_token, make_generator
+from sm70.serve.sampling import SamplingParams, TextStream, choose_token, is_greedy, make_generator
 
 log = logging.getLogger("sm70.serve")
 
@@ -101,18 +105,30 @@ class Batcher:
                     room = self.max_batch - len(self._rows)
                     joining = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
                 joining = [h for h in joining if not self._drop_if_cancelled(h)]
-                try:
-                    if joining:
-                        self._prefill(joining)
-                    elif self._rows:
-                        self._decode()
-                except Exception as e:  # one bad step must not stop the server: fail its rows, go on
-                    log.error("engine step failed: %s", type(e).__name__)
-                    self.stats.errors += 1
-                    for h in [row.handle for row in self._rows] + joining:
-                        self._outbox.put(h, Event("error", text="the model failed on this batch"))
-                    self._rows, self._mask, self._cache = [], None, None
+                if joining:
+                    self._step(self._prefill, joining, joining, "the model failed on this request")
+                elif self._rows:
+                    self._step(self._decode, None, [row.handle for row in self._rows],
+                               "the model failed on this batch")
                 self._outbox.flush()
+
+    def _step(self, work, arg, handles: list[Handle], message: str) -> None:
+        """Run one prefill or decoding step; if it fails, fail `handles` (and only them) and go on."""
+        rows = list(self._rows)
+        try:
+            work(arg) if arg is not None else work()
+        except Exception as e:  # one bad step must not stop the server
+            log.error("engine step failed: %s", type(e).__name__)
+            self.stats.errors += len(handles)
+            for h in handles:
+                self._outbox.put(h, Event("error", text=message))
+            failed = {id(h) for h in handles}
+            if any(id(row.handle) in failed for row in rows) or len(self._rows) != len(rows):
+                # the running rows' cache may be half-updated: they cannot go on either
+                for row in self._rows:
+                    if id(row.handle) not in failed:
+                        self._outbox.put(row.handle, Event("error", text="the model failed on this batch"))
+                self._rows, self._mask, self._cache = [], None, None
 
     def _drop_if_cancelled(self, handle: Handle) -> bool:
         if handle.cancelled.is_set():
@@ -168,11 +184,14 @@ class Batcher:
             shape[-dim_from_end] = missing
             return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=-dim_from_end)
 
-        self._mask = torch.cat([left_pad(self._mask, 1), left_pad(mask, 1)], dim=0)
-        for old, new in zip(self._cache.layers, cache.layers):
-            old.keys = torch.cat([left_pad(old.keys, 2), left_pad(new.keys, 2)], dim=0)
-            old.values = torch.cat([left_pad(old.values, 2), left_pad(new.values, 2)], dim=0)
-        self._rows = self._rows + rows
+        # everything is computed before anything is assigned: a failure here leaves the batch as it was
+        merged_mask = torch.cat([left_pad(self._mask, 1), left_pad(mask, 1)], dim=0)
+        merged = [(torch.cat([left_pad(old.keys, 2), left_pad(new.keys, 2)], dim=0),
+                   torch.cat([left_pad(old.values, 2), left_pad(new.values, 2)], dim=0))
+                  for old, new in zip(self._cache.layers, cache.layers)]
+        for layer, (keys, values) in zip(self._cache.layers, merged):
+            layer.keys, layer.values = keys, values
+        self._mask, self._rows = merged_mask, self._rows + rows
 
     def _advance(self, logits, first: int) -> None:
         """Choose the next token for rows[first:], stream it, and retire rows that are done."""
@@ -185,9 +204,15 @@ class Batcher:
         greedy = logits.argmax(dim=-1).tolist()   # one call for every temperature-0 row
         for i, row in enumerate(self._rows[first:], start=first):
             params = row.handle.params
-            token = greedy[i - first] if params.temperature <= 0 else choose_token(logits[i - first], params,
-                                                                                     row.generator)
-            done = self._step_row(row, token)
+            try:
+                token = greedy[i - first] if is_greedy(params) else choose_token(logits[i - first], params,
+                                                                                 row.generator)
+                done = self._step_row(row, token)
+            except Exception as e:  # this row's sampling or detokenizing: it alone ends
+                log.error("sequence failed: %s", type(e).__name__)
+                self.stats.errors += 1
+                self._outbox.put(row.handle, Event("error", text="the model failed on this request"))
+                done = True
             if not done:
                 keep.append(i)
         if len(keep) == len(self._rows):
@@ -217,7 +242,7 @@ class Batcher:
         row.generated += 1
         delta = row.stream.push(token)
         if delta:
-            self._outbox.put(handle, Event("delta", text=delta))
+            self._outbox.put(handle, Event("delta", text=delta, completion_tokens=row.generated))
         if row.stream.stopped:
             return self._finish(row, "stop")
         if row.generated >= params.max_tokens:
@@ -227,7 +252,7 @@ class Batcher:
     def _finish(self, row: Row, reason: str) -> bool:
         tail = row.stream.flush()
         if tail:
-            self._outbox.put(row.handle, Event("delta", text=tail))
+            self._outbox.put(row.handle, Event("delta", text=tail, completion_tokens=row.generated))
         self._outbox.put(row.handle, Event("done", finish_reason=reason, prompt_tokens=len(row.handle.prompt_ids),
                               completion_tokens=row.generated))
         self.stats.finished += 1

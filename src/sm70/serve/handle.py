@@ -25,7 +25,7 @@ class Event:
     text: str = ""
     finish_reason: str | None = None
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0     # on a delta: tokens generated up to and including it
 
 
 class Handle:
@@ -116,7 +116,7 @@ def _coalesce(events: list[Event], pending: asyncio.Queue) -> list[Event]:
     merged: list[Event] = []
     for event in events:
         if merged and merged[-1].kind == "delta" and event.kind == "delta":
-            merged[-1] = Event("delta", text=merged[-1].text + event.text)
+            merged[-1] = Event("delta", text=merged[-1].text + event.text, completion_tokens=event.completion_tokens)
         else:
             merged.append(event)
     return merged

@@ -4,6 +4,10 @@ Requests are validated strictly (a wrong type is a 400 naming the field); unknow
 OpenAI clients send and we do not act on (`user`, `n=1`, `logprobs=null`, ...) are accepted and
 ignored, as OpenAI's own server does. Every completion object carries one extra field,
 `disclaimer`, which OpenAI clients ignore.
+
+Sampling parameters are checked against what the sampler can do, because one request's bad value
+must fail that request, not the batch it would share: `seed` fits torch's 64-bit generator,
+temperature and top_p are finite (tiny values are handled in `sampling`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ class Request(BaseModel):
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     stream: bool = False
     stream_options: dict | None = None
     n: int = Field(1, ge=1, le=1)

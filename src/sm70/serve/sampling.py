@@ -2,11 +2,17 @@
 
 Each sequence in a batch keeps its own temperature, top-p and random generator, so a request's
 `seed` gives the same answer whether it ran alone or beside seven others.
+
+Degenerate values that pass the protocol's range checks are made safe here rather than refused:
+a temperature below `GREEDY_BELOW` is greedy (dividing logits by 1e-45 makes them infinite), and
+nucleus sampling always keeps the most likely token (a top_p of 1e-300 rounds to 0 in float32).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+GREEDY_BELOW = 1e-5
 
 
 @dataclass
@@ -19,6 +25,10 @@ class SamplingParams:
     ignore_eos: bool = False
 
 
+def is_greedy(params: SamplingParams) -> bool:
+    return params.temperature < GREEDY_BELOW
+
+
 def make_generator(seed: int | None):
     import torch
 
@@ -26,7 +36,7 @@ def make_generator(seed: int | None):
     if seed is None:
         g.seed()
     else:
-        g.manual_seed(seed)
+        g.manual_seed(seed)   # the protocol keeps it within torch's range (int64 and up to 2**64-1)
     return g
 
 
@@ -34,13 +44,14 @@ def choose_token(logits, params: SamplingParams, generator) -> int:
     """One token id from a 1-D logits row: argmax at temperature 0, else nucleus sampling."""
     import torch
 
-    if params.temperature <= 0:
+    if is_greedy(params):
         return int(torch.argmax(logits))
     probs = torch.softmax(logits.float() / params.temperature, dim=-1)
     if params.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (always at least the top token)
+        # keep the smallest prefix whose mass reaches top_p, and always the top token
         keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        keep[0] = True
         sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
         pick = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=generator)
         return int(order[pick])

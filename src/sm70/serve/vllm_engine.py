@@ -72,7 +72,7 @@ class VllmEngine:
                     return
                 first = out.outputs[0]
                 if len(first.text) > sent:
-                    handle.emit(Event("delta", text=first.text[sent:]))
+                    handle.emit(Event("delta", text=first.text[sent:], completion_tokens=len(first.token_ids)))
                     sent = len(first.text)
                 if out.finished:
                     handle.emit(Event("done", finish_reason=first.finish_reason or "stop",
