@@ -16,14 +16,19 @@ from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it onto `path` on success only."""
+def atomic_path(path: str | os.PathLike, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` on success only.
+
+    `mode` (e.g. 0o600 for a secret) is set before the first byte is written; by default the file
+    gets the usual permissions under the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; outputs should read like any other file
+    # mkstemp makes it private; outputs should read like any other file unless a mode is asked for
+    os.chmod(tmp, mode if mode is not None else 0o666 & ~_UMASK)
     try:
         yield tmp
         with open(tmp, "rb") as f:
@@ -65,13 +70,13 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
+    with atomic_path(path, mode) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+def write_json(path: str | os.PathLike, obj: Any, mode: int | None = None) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", mode)
 
 
 def fsync_path(path: Path) -> None:

@@ -22,14 +22,16 @@ def make_key(keys: Path, name: str) -> str:
 
 
 class LiveServer:
-    """`sm70 serve`'s app and engine, served by uvicorn on 127.0.0.1:<free port> in a thread."""
+    """`sm70 serve`'s app and engine, served by uvicorn on 127.0.0.1:<free port> in a thread, with the
+    same uvicorn configuration (connection guard included) as `sm70 serve`."""
 
-    def __init__(self, app, engine, audit_log: Path | None = None):
+    def __init__(self, app, engine, cfg):
         import uvicorn
 
-        self.engine, self.audit_log = engine, audit_log
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                                    access_log=False))
+        from sm70.serve.main import uvicorn_config
+
+        self.app, self.engine, self.audit_log = app, engine, cfg.audit_log
+        self.server = uvicorn.Server(uvicorn_config(app, cfg, port=0))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30
@@ -47,13 +49,15 @@ class LiveServer:
 
 
 def start_server(model: Path, tmp: Path, **overrides) -> LiveServer:
+    """A server on loopback; without keys= it runs with auth=none, as a test must ask for that too."""
     from sm70.serve.main import ServeConfig, build
 
     values = {"model": str(model), "audit_log": str(tmp / "audit.log"), "max_context": 1024, "threads": 1,
               "log_level": "warning", **overrides}
+    values.setdefault("auth", "keys" if "keys" in overrides else "none")
     cfg = load_config(ServeConfig, **values)
     app, engine = build(cfg)
-    return LiveServer(app, engine, cfg.audit_log)
+    return LiveServer(app, engine, cfg)
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,19 @@
-"""Keys: printed once, stored as salted scrypt hashes, revocable, checked in constant time."""
+"""Keys: printed once, stored as salted scrypt hashes, revocable, checked in constant time; a keys
+file that is broken or readable by others stops the server at start and fails requests closed later."""
 
 import json
+import logging
+import os
+import shutil
 
+import httpx
 import pytest
 
 from sm70.cli import main
+from sm70.serve import auth
 from sm70.serve.auth import KeyStore
 
-from .conftest import make_key
+from .conftest import make_key, start_server
 
 
 def test_add_prints_only_the_key_and_stores_only_a_hash(tmp_path, capsys):
@@ -51,8 +57,90 @@ def test_bad_names_are_clear_errors(tmp_path, capsys, name, message):
     assert message in capsys.readouterr().err
 
 
-def test_a_damaged_keys_file_names_itself(tmp_path, capsys):
+@pytest.mark.parametrize("content, message", [
+    (b'{"users": {"x": {"id": 1}}}', "keys.json: users.x.id: missing or not a string"),
+    (b'{"users": {"x": {"id": "a", "salt": "zz", "hash": "h"}}}', "keys.json: users.x.salt: not hex"),
+    (b'{"users": [1]}', "keys.json: users: missing or not an object"),
+    (b'[]', "keys.json: users: missing or not an object"),
+    (b'{"format": "sm70-keys-1",\n "users": {"a": {"id": "ab', "keys.json:2: column"),     # truncated by a crash
+    (b'', "keys.json:1: column 1: not valid JSON"),
+    (b'{"users": {}}\xff', "keys.json: byte 13: not UTF-8"),
+])
+def test_a_damaged_keys_file_names_itself(tmp_path, capsys, tiny_model, content, message):
     path = tmp_path / "keys.json"
-    path.write_text('{"users": {"x": {"id": 1}}}')
+    path.write_bytes(content)
+    path.chmod(0o600)
     assert main(["keys", "add", "y", f"keys={path}"]) == 2
-    assert "keys.json: not an sm70 keys file" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    # the server refuses to start rather than run without authentication
+    assert main(["serve", f"model={tiny_model}", f"keys={path}", f"audit_log={tmp_path / 'a.log'}"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_keys_file_is_private_from_its_first_byte(tmp_path, monkeypatch):
+    """Finding: the file was 0644 (0666 under umask 000) between its write and the chmod to 0600."""
+    seen = []
+    real_replace = os.replace
+
+    def watching_replace(src, dst):
+        seen.append(os.stat(src).st_mode & 0o777)     # the file as it is when it appears under its name
+        return real_replace(src, dst)
+
+    monkeypatch.setattr("sm70.atomic.os.replace", watching_replace)
+    old = os.umask(0)
+    try:
+        make_key(tmp_path / "keys.json", "a")
+    finally:
+        os.umask(old)
+    assert seen == [0o600]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_server_refuses_a_keys_file_others_can_read(tmp_path, capsys, tiny_model, mode):
+    path = tmp_path / "keys.json"
+    make_key(path, "a")
+    path.chmod(mode)
+    assert main(["serve", f"model={tiny_model}", f"keys={path}", f"audit_log={tmp_path / 'a.log'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: keys file is readable or writable by group/other (mode {mode:04o})" in err
+    assert f"chmod 600 {path}" in err
+
+
+def test_unknown_and_known_ids_cost_the_same(server, keys, monkeypatch):
+    """Finding: a known id with a wrong secret cost 107 ms, an unknown id 3.7 ms (ids are 48 bits)."""
+    calls = []
+    real = auth.hash_key
+    monkeypatch.setattr(auth, "hash_key", lambda key, salt: calls.append(key) or real(key, salt))
+    alice_id = keys["alice"].split("-")[1]
+    wrong_secret = f"sm70-{alice_id}-{'A' * 43}"
+    unknown_id = f"sm70-{'f' * 12}-{'A' * 43}"
+    for token in (wrong_secret, unknown_id, keys["bob"]):   # bob: revoked, so unknown to the store
+        calls.clear()
+        r = httpx.get(server.url + "/v1/models", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401 and calls == [token], token     # exactly one scrypt each
+
+
+def test_corrupt_keys_file_at_run_time_is_503_and_logged(tiny_model, keys, tmp_path, caplog):
+    """Finding: a keys file corrupted while serving gave 500, audited as "rejected"."""
+    path = tmp_path / "keys.json"
+    shutil.copy(keys["file"], path)
+    path.chmod(0o600)
+    live = start_server(tiny_model, tmp_path, keys=str(path))
+    headers = {"Authorization": f"Bearer {keys['alice']}"}
+    try:
+        assert httpx.get(live.url + "/v1/models", headers=headers).status_code == 200
+        good = path.read_bytes()
+        path.write_bytes(good[: len(good) // 2])                  # a half-written copy
+        with caplog.at_level(logging.ERROR, logger="sm70.serve"):
+            codes = [httpx.get(live.url + "/v1/models", headers=headers).status_code for _ in range(3)]
+        assert codes == [503] * 3
+        assert sum("keys file" in r.message for r in caplog.records) == 1      # one clear line, not one per request
+        assert httpx.get(live.url + "/health").status_code == 503
+        path.write_bytes(good)
+        assert httpx.get(live.url + "/v1/models", headers=headers).status_code == 200
+        assert httpx.get(live.url + "/health").status_code == 200
+    finally:
+        live.stop()
+    lines = [json.loads(x) for x in live.audit_log.read_text().splitlines()]
+    assert [e["status"] for e in lines] == [200, 503, 503, 503, 200]

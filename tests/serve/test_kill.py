@@ -23,7 +23,7 @@ def free_port() -> int:
 def test_sigkill_under_load_leaves_whole_lines(tiny_model, tmp_path):
     port, log = free_port(), tmp_path / "audit.log"
     proc = subprocess.Popen([sys.executable, "-m", "sm70.cli", "serve", f"model={tiny_model}", f"port={port}",
-                             f"audit_log={log}", "max_context=1024", "threads=1", "log_level=warning"],
+                             "auth=none", f"audit_log={log}", "max_context=1024", "threads=1", "log_level=warning"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     stop = threading.Event()

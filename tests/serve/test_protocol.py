@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sm70.serve.app import build_app
 from sm70.serve.audit import AuditLog
 from sm70.serve.auth import KeyStore
+from sm70.serve.chain import load_key
 from sm70.serve.handle import Event, Handle
 from sm70.serve.serving import Service
 
@@ -43,9 +44,9 @@ class FailingEngine(CrashingEngine):
 
 
 def app_for(engine, tmp_path):
-    audit = AuditLog(tmp_path / "audit.log")
-    return TestClient(build_app(Service(engine), KeyStore(None), audit, {"model_fp": "x"}),
-                      raise_server_exceptions=False), tmp_path / "audit.log"
+    audit = AuditLog(tmp_path / "audit.log", load_key(tmp_path / "audit.key", create=True))
+    app = build_app(Service(engine), KeyStore(None), audit, {"model_fp": "x"}, open_access=True)
+    return TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False), tmp_path / "audit.log"
 
 
 def test_crash_is_a_json_500_without_internals(tmp_path, caplog):
@@ -67,7 +68,7 @@ def test_engine_error_mid_stream_ends_the_stream_cleanly(tmp_path):
         events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["error"]["message"] == "the model failed on this batch"
-    assert json.loads(log.read_text())["outcome"] == "engine_error"
+    assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "engine_error"
 
 
 def test_non_stream_engine_error_is_503(tmp_path):

@@ -15,12 +15,15 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes" / "serve").glo
 def test_recipe_loads(recipe):
     cfg = load_config(ServeConfig, recipe, ["model=/tmp/m"])
     assert cfg.model == Path("/tmp/m")
+    assert cfg.auth == "keys" and cfg.keys is not None         # no recipe serves without keys
+    assert not cfg.audit_content                               # patient text stays out of the log by default
 
 
-def test_vllm_missing_is_a_clear_error(tiny_model, capsys):
+def test_vllm_missing_is_a_clear_error(tiny_model, tmp_path, capsys):
     from sm70.cli import main
 
     if "vllm" in sys.modules or any(Path(p, "vllm").is_dir() for p in sys.path if p):
         pytest.skip("vllm is installed here")
-    assert main(["serve", f"model={tiny_model}", "engine=vllm", "audit_log=/dev/null"]) == 2
+    assert main(["serve", f"model={tiny_model}", "engine=vllm", "auth=none",
+                 f"audit_log={tmp_path / 'audit.log'}"]) == 2
     assert "vllm is not installed" in capsys.readouterr().err

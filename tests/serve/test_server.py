@@ -126,25 +126,29 @@ def test_audit_line_per_request_chained_and_verifiable(server, tmp_path, capsys)
     httpx.get(server.url + "/v1/models")                     # 401, still audited
     httpx.get(server.url + "/health")                        # liveness: not audited
     new = audit_lines(server)[before:]
-    assert [(e["endpoint"], e["status"]) for e in new] == [
-        ("POST /v1/chat/completions", 200), ("POST /v1/completions", 200),
-        ("POST /v1/chat/completions", 400), ("GET /v1/models", 401)]
-    ok = new[1]
-    assert ok["user"] == "alice" and ok["model_fp"] and ok["completion_tokens"] == 3 and ok["latency_ms"] > 0
-    assert ok["prompt"] == "Call [PHONE]"                    # content on, scrubbed
-    assert new[3]["user"] is None
+    assert [(e["endpoint"], e["status"], e["outcome"]) for e in new] == [
+        ("POST /v1/chat/completions", 200, "ok"),
+        ("POST /v1/completions", 200, "streaming"), ("POST /v1/completions", 200, "ok"),   # opened, closed
+        ("POST /v1/chat/completions", 400, "rejected"), ("GET /v1/models", 401, "rejected")]
+    opened, closed = new[1], new[2]
+    assert opened["request"] == closed["request"] != new[0]["request"]
+    assert opened["user"] == "alice" and opened["model_fp"] and opened["prompt"] == "Call [PHONE]"
+    assert closed["completion_tokens"] == 3 and closed["latency_ms"] > 0 and "completion" in closed
+    assert new[4]["user"] is None
     assert server.key not in server.audit_log.read_text()
     assert main(["audit", "verify", str(server.audit_log)]) == 0
     lines = server.audit_log.read_text().splitlines()
-    at = before + 1                                          # the streamed completion's line
-    copy = tmp_path / "edited.log"
+    at = before + 1                                          # the stream's opening line
+    copy = tmp_path / "audit.log"
+    (tmp_path / "audit.key").write_bytes((server.audit_log.parent / "audit.key").read_bytes())
+    (tmp_path / "audit.key").chmod(0o600)
     copy.write_text("\n".join(lines[:at] + [lines[at].replace('"alice"', '"mallory"')] + lines[at + 1:]) + "\n")
     capsys.readouterr()
     assert main(["audit", "verify", str(copy)]) == 1
-    assert f"edited.log:{at + 1}: hash" in capsys.readouterr().out
+    assert f"audit.log:{at + 1}: mac" in capsys.readouterr().out
     copy.write_text("\n".join(lines[:at] + lines[at + 1:]) + "\n")
     assert main(["audit", "verify", str(copy)]) == 1
-    assert f"edited.log:{at + 1}: prev" in capsys.readouterr().out
+    assert f"audit.log:{at + 1}: prev" in capsys.readouterr().out
 
 
 def test_audit_has_no_text_unless_turned_on(tiny_model, tmp_path):
@@ -189,8 +193,10 @@ def test_client_disconnect_frees_its_slot(server):
             break
         time.sleep(0.05)
     assert stats["running"] == 0 and stats["cancelled"] > before, stats
-    entry = audit_lines(server)[-2]
-    assert entry["endpoint"] == "POST /v1/completions" and entry["outcome"] == "client_disconnected"
+    entry = [e for e in audit_lines(server) if e["endpoint"] == "POST /v1/completions"][-1]
+    assert entry["outcome"] == "client_disconnected"
+    # finding: a cut stream was audited with completion_tokens 0 although tokens were delivered
+    assert entry["completion_tokens"] >= 4, entry
 
 
 def test_full_queue_answers_429_with_retry_after(tiny_model, tmp_path):
@@ -215,17 +221,27 @@ def test_full_queue_answers_429_with_retry_after(tiny_model, tmp_path):
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "2001:db8::1"])
 def test_non_loopback_bind_without_keys_is_refused(tiny_model, tmp_path, capsys, host):
     assert main(["serve", f"model={tiny_model}", f"host={host}", f"audit_log={tmp_path / 'a.log'}"]) == 2
-    assert "refusing to bind" in capsys.readouterr().err
+    assert "keys: no keys file" in capsys.readouterr().err
+    assert main(["serve", f"model={tiny_model}", f"host={host}", "auth=none", f"audit_log={tmp_path / 'a.log'}"]) == 2
+    assert "refusing auth=none" in capsys.readouterr().err
 
 
-def test_non_loopback_bind_with_only_revoked_keys_is_refused(tiny_model, tmp_path, capsys):
+def test_loopback_without_keys_needs_auth_none(tiny_model, tmp_path, capsys):
+    """Finding: without keys= loopback was silently open to every local user and rebinding page."""
+    assert main(["serve", f"model={tiny_model}", f"audit_log={tmp_path / 'a.log'}"]) == 2
+    err = capsys.readouterr().err
+    assert "keys: no keys file" in err and "auth=none" in err and "Traceback" not in err
+
+
+def test_only_revoked_keys_is_refused(tiny_model, tmp_path, capsys):
     from .conftest import make_key
 
     path = tmp_path / "keys.json"
     make_key(path, "x")
     main(["keys", "revoke", "x", f"keys={path}"])
-    assert main(["serve", f"model={tiny_model}", "host=0.0.0.0", f"keys={path}"]) == 2
-    assert "no active key" in capsys.readouterr().err
+    for host in ("127.0.0.1", "0.0.0.0"):
+        assert main(["serve", f"model={tiny_model}", f"host={host}", f"keys={path}"]) == 2
+        assert "no active key" in capsys.readouterr().err
 
 
 def test_chat_cli_against_the_server(server):

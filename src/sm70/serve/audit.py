@@ -1,104 +1,219 @@
-"""The audit log: one JSON line per request, hash-chained, and `sm70 audit verify LOG`.
-
-Each line carries `prev`, the sha256 of the previous line's bytes, and `hash`, the sha256 of its
-own content without `hash`. Editing any line breaks its own `hash`; removing or reordering lines
-breaks the next line's `prev`. Removing the last lines leaves a shorter valid chain, so `verify`
-prints the head hash: record it elsewhere (a ticket, a second machine) and pass it back as
-`head=` to detect truncation as well.
+"""The audit log: JSON lines in a keyed chain (see `chain`), and `sm70 audit verify LOG key=FILE`.
 
 A line is written with one `write` on an O_APPEND descriptor and fsync'd before the response's
-last byte leaves, so even SIGKILL leaves only whole lines.
+first byte leaves (a stream gets a second line when it ends), so even SIGKILL leaves only whole
+lines, and an answer nobody recorded is never sent: when a line cannot be written and synced the
+write raises `AuditUnavailable`, the request fails with 503, and `/ready` says why until a write
+succeeds again. A short write (a full disk) is cut back so the file never keeps half a line.
+
+Rotation: before each write the log checks that its path still names the file it holds open. When
+logrotate (or an operator) moved, deleted or truncated it, or on SIGHUP, it reopens the path and
+carries the chain on: the new file's first line says `"continues": true` and its `prev` is the old
+file's last mac.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
+from sm70.serve import chain
+from sm70.serve.chain import GENESIS, ChainKey
 
-GENESIS = "0" * 64
+log = logging.getLogger("sm70.serve")
+TAIL_BLOCK = 1 << 16
 
 
-def line_hash(line: bytes) -> str:
-    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+class AuditUnavailable(Exception):
+    """A line could not be written and synced; the request must not be answered."""
 
 
-def content_hash(entry: dict) -> str:
-    body = {k: v for k, v in entry.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+@dataclass
+class AuditRecord:
+    """What the handlers learn about one request, for its audit line(s)."""
+
+    user: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    outcome: str | None = None
+    prompt: str | None = None                       # raw text, kept only when content is audited
+    completion: list[str] | None = None             # streamed parts, joined (and scrubbed) when written
+    cancel: Callable[[], None] | None = field(default=None, repr=False)
+
+    def fields(self) -> dict:
+        return {"user": self.user, "model": self.model, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
 
 
 class AuditLog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, key: ChainKey):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.key = key
+        self.error: str | None = None       # why the last write failed; None while healthy
         self._lock = threading.Lock()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._prev = self._last_hash()
+        self._fd: int | None = None
+        self._prev = GENESIS
+        self._continues = False
+        self._broken: str | None = None     # a partial line could not be cut back: no more writes
+        self.reopen_requested = False       # set by the SIGHUP handler; acted on by the next write
+        self._attach(carried=None)
 
-    def _last_hash(self) -> str:
-        last = None
-        with open(self.path, "rb") as f:
-            for line in f:
-                if line.strip():
-                    last = line
-        return line_hash(last) if last is not None else GENESIS
+    # -- opening -------------------------------------------------------------------------------
+    def _attach(self, carried: str | None) -> None:
+        """Open the path and continue its chain; `carried` is the mac the previous file ended with."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise Sm70Error(f"audit_log: cannot open {self.path} for appending: {e.strerror}") from None
+        try:
+            last = _last_line(fd)
+        except OSError as e:
+            os.close(fd)
+            raise Sm70Error(f"audit_log: cannot read {self.path}: {e.strerror}") from None
+        if last is None:
+            prev, continues = (carried, True) if carried not in (None, GENESIS) else (GENESIS, False)
+        else:
+            prev, continues = self._check_last(last, fd), False
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd, self._prev, self._continues = fd, prev, continues
 
+    def _check_last(self, last: bytes, fd: int) -> str:
+        entry = chain.parse(last) if last.endswith(b"\n") else None
+        where = f"{self.path}:{_count_lines(fd)}"
+        fix = (f"move {self.path} aside (keep it: `sm70 audit verify` it) and start with a new log, "
+               f"or pass audit_log= another file")
+        if entry is None:
+            os.close(fd)
+            raise Sm70Error(f"audit_log: {where}: the last line is not a whole JSON object (cut by a crash "
+                            f"or a full disk?); {fix}")
+        if entry.get("key_id") != self.key.id or entry.get("mac") != chain.line_mac(self.key, entry):
+            os.close(fd)
+            raise Sm70Error(f"audit_log: {where}: the last line was not written with this audit key "
+                            f"({self.key.source}, id {self.key.id}); use the key it was written with, or {fix}")
+        return entry["mac"]
+
+    def _follow_rotation(self) -> None:
+        try:
+            on_path = os.stat(self.path)
+        except FileNotFoundError:
+            on_path = None
+        held = os.fstat(self._fd)
+        moved = on_path is None or (on_path.st_dev, on_path.st_ino) != (held.st_dev, held.st_ino)
+        truncated = held.st_size == 0 and self._prev != GENESIS and not self._continues
+        if moved or truncated or self.reopen_requested:
+            self.reopen_requested = False
+            self.reopen()
+
+    def reopen(self) -> None:
+        """Start writing to whatever file the path names now (SIGHUP, or a rotation seen)."""
+        old = self.path
+        self._attach(carried=self._prev)
+        log.info("audit log reopened: %s (chain continues from %s)", old, self._prev[:16])
+
+    # -- writing -------------------------------------------------------------------------------
     def write(self, entry: dict) -> None:
         """Append one entry, chained to the previous one; durable when this returns."""
         with self._lock:
-            entry = {**entry, "prev": self._prev}
-            entry["hash"] = content_hash(entry)
-            line = json.dumps(entry, ensure_ascii=False).encode()
-            os.write(self._fd, line + b"\n")
-            os.fsync(self._fd)
-            self._prev = line_hash(line)
+            try:
+                self._write(entry)
+            except (OSError, Sm70Error) as e:
+                message = f"audit log {self.path}: {getattr(e, 'strerror', None) or e}"
+                if self.error != message:
+                    log.error("%s; requests are refused with 503 until it can be written", message)
+                self.error = message
+                raise AuditUnavailable(message) from None
+            if self.error is not None:
+                log.warning("audit log %s is writable again; serving resumes", self.path)
+                self.error = None
+
+    def _write(self, entry: dict) -> None:
+        if self._broken:
+            raise Sm70Error(self._broken)
+        self._follow_rotation()
+        if self._continues:
+            entry = {**entry, "continues": True}
+        line, mac = chain.seal(self.key, entry, self._prev)
+        size = os.fstat(self._fd).st_size
+        written = os.write(self._fd, line)
+        if written != len(line):
+            try:
+                os.ftruncate(self._fd, size)   # never leave half a line for the next one to follow
+            except OSError:
+                self._broken = (f"a partial line at byte {size} could not be removed; move the log aside "
+                                f"and restart")
+            raise OSError(0, "short write: the disk is full or the file size limit is reached")
+        # the line is in the file now, so the chain moves on even if the sync below fails
+        self._prev, self._continues = mac, False
+        os.fsync(self._fd)
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _last_line(fd: int) -> bytes | None:
+    """The file's last line (with its newline, if any), read backwards from the end."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    end, tail = size, b""
+    while end > 0:
+        start = max(0, end - TAIL_BLOCK)
+        tail = os.pread(fd, end - start, start) + tail
+        end = start
+        body = tail[:-1]
+        if b"\n" in body or end == 0:
+            return tail[body.rfind(b"\n") + 1:]
+        if len(tail) > chain.MAX_LINE:
+            return tail[-chain.MAX_LINE:]
+    return tail
+
+
+def _count_lines(fd: int) -> int:
+    """The number of the file's last line (for error messages only: it reads the whole file)."""
+    n, offset, last = 0, 0, b""
+    while block := os.pread(fd, 1 << 20, offset):
+        n, offset, last = n + block.count(b"\n"), offset + len(block), block[-1:]
+    return n + (offset > 0 and last != b"\n")
 
 
 class VerifyConfig(Config):
     log: Path
-    head: str | None = None
+    key: Path | None = None     # the server's audit_key; default: $SM70_AUDIT_KEY, else audit.key beside the log
+    head: str | None = None     # a mac printed by an earlier verify: lines up to it must be unchanged
 
 
-def check_chain(path: Path) -> tuple[int, str, str | None]:
-    """(lines checked, head hash, problem or None); the problem names the first bad line."""
-    prev = GENESIS
-    n = 0
-    with open(path, "rb") as f:
-        for n, line in enumerate(f, start=1):
-            try:
-                entry = json.loads(line)
-                if not isinstance(entry, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                return n, prev, f"{path}:{n}: not a JSON object (line damaged or truncated)"
-            if entry.get("prev") != prev:
-                return n, prev, (f"{path}:{n}: prev: does not match line {n - 1}'s hash "
-                                 f"(a line before it was edited, removed or inserted)")
-            if entry.get("hash") != content_hash(entry):
-                return n, prev, f"{path}:{n}: hash: does not match the line's content (this line was edited)"
-            prev = line_hash(line)
-    return n, prev, None
+def default_key_path(log_path: Path) -> Path:
+    return log_path.parent / "audit.key"
 
 
 def verify(cfg: VerifyConfig) -> int:
     if not cfg.log.is_file():
         raise Sm70Error(f"{cfg.log}: audit log not found")
-    n, head, problem = check_chain(cfg.log)
-    if problem:
-        print(f"BROKEN {problem}")
+    key = chain.load_key(cfg.key or default_key_path(cfg.log))
+    report = chain.check(cfg.log, key, cfg.head)
+    if report.problem:
+        print(f"BROKEN {report.problem}")
         return 1
-    if cfg.head is not None and cfg.head != head:
-        print(f"BROKEN {cfg.log}: head: the last line's hash is {head}, expected {cfg.head} "
-              f"(lines were removed from the end, or it is another log)")
+    if cfg.head is not None and report.head_line is None:
+        print(f"BROKEN {cfg.log}: head: no line has the recorded head {cfg.head} (lines were removed from the "
+              f"end, or it is another log); the chain is intact for its {report.lines} lines")
         return 1
-    print(f"OK {cfg.log}: {n} lines, chain intact, head {head}")
+    summary = f"OK {cfg.log}: {report.lines} lines, chain intact (key {key.id})"
+    if report.head_line is not None:
+        after = report.lines - report.head_line
+        summary += f", lines 1-{report.head_line} end at the recorded head, {after} written after it"
+    if report.continues:
+        summary += f", continues a previous file (verify it with head={report.continues})"
+    print(f"{summary}, head {report.head}")
     return 0

@@ -2,8 +2,13 @@
 
 A key reads `sm70-<id>-<secret>`. The file stores, per user, the id, a random salt and the scrypt
 hash of the whole key, never the key itself; the id picks the one record to check, so a request
-costs one scrypt however many users there are. The server re-reads the file when it changes, so
-a revocation takes effect without a restart.
+costs one scrypt however many users there are. A key whose id is unknown costs one scrypt too
+(against a dummy record), so the answer's timing does not tell which ids exist.
+
+The file is written 0600 from its first byte and refused when group or other may read or write
+it. The server re-reads the file when it changes, so a revocation takes effect without a
+restart; if the new version cannot be read, requests fail with 503 (`KeysUnavailable`) rather
+than falling back to keys that may have been revoked since.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
+import stat
 import threading
 import time
 from pathlib import Path
@@ -22,8 +29,18 @@ from sm70.atomic import write_json
 from sm70.config import Config
 from sm70.errors import Sm70Error
 
+log = logging.getLogger("sm70.serve")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+TOKEN = re.compile(r"^sm70-([0-9a-f]{12})-([A-Za-z0-9_-]{16,128})$")
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+MAX_KEYS_FILE = 16 << 20
+# scrypt takes 16 MiB and tens of ms: a flood of bad keys queues here instead of exhausting memory
+_SCRYPT_SLOTS = threading.BoundedSemaphore(2)
+_DUMMY = {"salt": "00" * 16, "hash": "00" * 32}
+
+
+class KeysUnavailable(Sm70Error):
+    """The keys file changed on disk and the new version cannot be used."""
 
 
 class KeysConfig(Config):
@@ -32,28 +49,51 @@ class KeysConfig(Config):
 
 
 def hash_key(key: str, salt: bytes) -> str:
-    return hashlib.scrypt(key.encode(), salt=salt, **SCRYPT).hex()
+    with _SCRYPT_SLOTS:
+        return hashlib.scrypt(key.encode(), salt=salt, **SCRYPT).hex()
+
+
+def check_private(path: Path, st: os.stat_result) -> None:
+    """A keys file that others can read leaks the hashes (offline guessing); one they can write
+    lets them add a key: both are refused."""
+    if st.st_mode & 0o077:
+        raise Sm70Error(f"{path}: keys file is readable or writable by group/other (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`")
 
 
 def read_keys(path: Path) -> dict[str, dict]:
-    """{name: record}; a missing file is an empty store."""
+    """{name: record}; a missing file is an empty store. Errors name the file, line and field."""
     if not path.exists():
         return {}
+    if path.stat().st_size > MAX_KEYS_FILE:
+        raise Sm70Error(f"{path}: not an sm70 keys file (over {MAX_KEYS_FILE >> 20} MiB)")
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        users = data["users"]
-        for name, rec in users.items():
-            for field in ("id", "salt", "hash"):
-                if not isinstance(rec.get(field), str):
-                    raise ValueError(f"user {name!r}: field {field!r} missing")
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise Sm70Error(f"{path}: not an sm70 keys file ({e})") from None
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise Sm70Error(f"{path}: byte {e.start}: not UTF-8 ({raw[e.start:e.start + 1]!r}); "
+                        f"restore the file from a backup or recreate it with `sm70 keys add`") from None
+    except json.JSONDecodeError as e:
+        raise Sm70Error(f"{path}:{e.lineno}: column {e.colno}: not valid JSON ({e.msg}; a truncated or "
+                        f"hand-edited keys file?)") from None
+    users = data.get("users") if isinstance(data, dict) else None
+    if not isinstance(users, dict):
+        raise Sm70Error(f"{path}: users: missing or not an object (not an sm70 keys file)")
+    for name, rec in users.items():
+        if not isinstance(rec, dict):
+            raise Sm70Error(f"{path}: users.{name}: not an object (not an sm70 keys file)")
+        for field in ("id", "salt", "hash"):
+            if not isinstance(rec.get(field), str):
+                raise Sm70Error(f"{path}: users.{name}.{field}: missing or not a string (not an sm70 keys file)")
+        try:
+            bytes.fromhex(rec["salt"])
+        except ValueError:
+            raise Sm70Error(f"{path}: users.{name}.salt: not hex (not an sm70 keys file)") from None
     return users
 
 
 def _write_keys(path: Path, users: dict[str, dict]) -> None:
-    write_json(path, {"format": "sm70-keys-1", "kdf": {"name": "scrypt", **SCRYPT}, "users": users})
-    os.chmod(path, 0o600)
+    write_json(path, {"format": "sm70-keys-1", "kdf": {"name": "scrypt", **SCRYPT}, "users": users}, mode=0o600)
 
 
 def add_key(cfg: KeysConfig) -> int:
@@ -91,7 +131,8 @@ class KeyStore:
         self._stamp = None
         self._by_id: dict[str, tuple[str, dict]] = {}
         self._verified: dict[str, str] = {}   # sha256(token) -> name, to spare scrypt on every request
-        self._reload()
+        self.problem: str | None = None        # why the file on disk cannot be used now
+        self._reload()                         # at start a bad file is an Sm70Error: no server without keys
 
     @property
     def active(self) -> int:
@@ -101,31 +142,49 @@ class KeyStore:
     def _reload(self) -> None:
         if self.path is None:
             return
-        stat = self.path.stat() if self.path.exists() else None
-        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else None
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            st = None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode) if st else None
         with self._lock:
             if stamp == self._stamp:
                 return
+            if st is not None:
+                check_private(self.path, st)
             users = read_keys(self.path)
             self._by_id = {r["id"]: (name, r) for name, r in users.items() if not r.get("revoked")}
             self._verified = {}
             self._stamp = stamp
 
     def user(self, token: str | None) -> str | None:
-        """The key's user name, or None for a missing, unknown, wrong or revoked key."""
-        if not token or self.path is None:
+        """The key's user name, or None for a missing, unknown, wrong or revoked key.
+
+        Raises KeysUnavailable when the keys file changed and cannot be used."""
+        if self.path is None:
             return None
-        self._reload()
+        try:
+            self._reload()
+        except Sm70Error as e:
+            if self.problem != str(e):
+                log.error("keys file: %s; requests are refused with 503 until it is fixed", e)
+            self.problem = str(e)
+            raise KeysUnavailable(str(e)) from None
+        if self.problem is not None:
+            log.warning("keys file %s is usable again", self.path)
+            self.problem = None
+        match = TOKEN.match(token or "")
+        if match is None:
+            return None   # not even shaped like a key: says nothing about which ids exist
         digest = hashlib.sha256(token.encode()).hexdigest()
         with self._lock:
             name = self._verified.get(digest)
-            entry = self._by_id.get(token.split("-")[1]) if token.count("-") >= 2 else None
+            entry = self._by_id.get(match.group(1))
         if name is not None:
             return name
-        if entry is None:
-            return None
-        name, rec = entry
-        if not hmac.compare_digest(hash_key(token, bytes.fromhex(rec["salt"])), rec["hash"]):
+        name, rec = entry if entry is not None else (None, _DUMMY)
+        ok = hmac.compare_digest(hash_key(token, bytes.fromhex(rec["salt"])), rec["hash"])
+        if not ok or name is None:
             return None
         with self._lock:
             self._verified[digest] = name

@@ -1,14 +1,15 @@
 """`sm70 serve model=DIR [adapter=DIR] [quant=nf4] keys=FILE audit_log=FILE host=127.0.0.1 port=8000`.
 
-Private by default: it binds the loopback address, and refuses any other address unless a keys
-file with at least one active key is configured. The hub is switched off in this process, so
-serving never reaches the network on its own.
+Private by default: a keys file is required, even on loopback, because "loopback" still means
+every local user and process, and any web page that rebinds a name to 127.0.0.1. Serving without
+keys takes an explicit `auth=none`, which is refused on any other address and announced loudly at
+start. The hub is switched off in this process, so serving never reaches the network on its own.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import signal
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,10 @@ from pydantic import Field
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
+from sm70.serve.hosts import is_loopback
 from sm70.serve.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT
+
+log = logging.getLogger("sm70.serve")
 
 
 class ServeConfig(Config):
@@ -28,8 +32,12 @@ class ServeConfig(Config):
     served_name: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    auth: Literal["keys", "none"] = Field("keys", description="none: no API keys (loopback only, say so at start)")
     keys: Path | None = None
+    allowed_hosts: list[str] = Field(default_factory=list, description="extra Host names to answer (a proxy's)")
     audit_log: Path | None = Path("audit.log")
+    audit_key: Path | None = Field(None, description="HMAC key file for the audit chain (default: audit.key "
+                                                     "beside the log; $SM70_AUDIT_KEY wins)")
     audit_content: bool = False
     phi_patterns: list[str] = Field(default_factory=list, description="extra regexes the scrubber redacts")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
@@ -38,60 +46,82 @@ class ServeConfig(Config):
     max_queue: int = Field(64, ge=1)
     max_context: int | None = Field(None, ge=16)
     default_max_tokens: int = Field(512, ge=1)
+    max_connections: int = Field(256, ge=1)
+    header_timeout_s: float = Field(10.0, gt=0)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
     log_level: str = "info"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(cfg: ServeConfig, keys) -> None:
-    if is_loopback(cfg.host):
+def check_access(cfg: ServeConfig, keys) -> None:
+    if cfg.auth == "none":
+        if cfg.keys is not None:
+            raise Sm70Error(f"auth: auth=none and keys={cfg.keys} contradict each other; drop one")
+        if not is_loopback(cfg.host):
+            raise Sm70Error(f"auth: refusing auth=none on {cfg.host!r}: without keys only a loopback address "
+                            f"is allowed; create a key with `sm70 keys add NAME keys=keys.json` and pass keys=keys.json")
         return
     if cfg.keys is None:
-        raise Sm70Error(f"host: refusing to bind {cfg.host!r} without API keys; create one with "
-                        f"`sm70 keys add NAME keys=keys.json` and pass keys=keys.json (or keep host=127.0.0.1)")
+        raise Sm70Error("keys: no keys file: create one with `sm70 keys add NAME keys=keys.json` and pass "
+                        "keys=keys.json (or auth=none to serve without keys on loopback, open to every local user)")
+    if not cfg.keys.is_file():
+        raise Sm70Error(f"keys: {cfg.keys} not found; create it with `sm70 keys add NAME keys={cfg.keys}`")
     if keys.active == 0:
-        raise Sm70Error(f"keys: {cfg.keys} has no active key, so host={cfg.host!r} would be open to anyone")
+        raise Sm70Error(f"keys: {cfg.keys} has no active key, so nobody could use the server; "
+                        f"add one with `sm70 keys add NAME keys={cfg.keys}`")
+
+
+def open_audit(cfg: ServeConfig):
+    from sm70.serve.audit import AuditLog, default_key_path
+    from sm70.serve.chain import load_key
+
+    if cfg.audit_log is None:
+        return None
+    key = load_key(cfg.audit_key or default_key_path(cfg.audit_log), create=True)
+    return AuditLog(cfg.audit_log, key)
 
 
 def build(cfg: ServeConfig):
     """The ASGI app and the engine behind it (the engine must be closed by the caller)."""
     from sm70.model.load import ensure_offline, fingerprint
     from sm70.serve.app import build_app
-    from sm70.serve.audit import AuditLog
     from sm70.serve.auth import KeyStore
     from sm70.serve.engines import EngineSpec, open_engine
+    from sm70.serve.hosts import HostPolicy
     from sm70.serve.phi import Scrubber
     from sm70.serve.serving import Service
 
     ensure_offline()
-    if cfg.keys is not None and not cfg.keys.is_file():
-        raise Sm70Error(f"keys: {cfg.keys} not found; create it with `sm70 keys add NAME keys={cfg.keys}`")
-    keys = KeyStore(cfg.keys)
-    check_bind(cfg, keys)
-    try:
-        scrub = Scrubber(cfg.phi_patterns) if cfg.audit_content else None
-    except Exception as e:
-        raise Sm70Error(f"phi_patterns: not a valid regular expression: {e}") from None
-    audit = AuditLog(cfg.audit_log) if cfg.audit_log is not None else None
+    keys = KeyStore(cfg.keys if cfg.auth == "keys" else None)
+    check_access(cfg, keys)
+    scrub = Scrubber(cfg.phi_patterns) if cfg.audit_content else None
+    audit = open_audit(cfg)
+    if cfg.auth == "none":
+        log.warning("auth=none: NO API KEYS. Every local user and process that can reach %s:%s can use the "
+                    "model; requests are audited as user 'local'", cfg.host, cfg.port)
     spec = EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, dtype=cfg.dtype,
                       served_name=cfg.served_name, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                       max_context=cfg.max_context, tensor_parallel_size=cfg.tensor_parallel_size,
                       gpu_memory_utilization=cfg.gpu_memory_utilization, threads=cfg.threads)
     engine = open_engine(cfg.engine, spec)
     service = Service(engine, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
-                      default_max_tokens=cfg.default_max_tokens, scrub=scrub)
+                      default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
     prints = {"model_fp": fingerprint(cfg.model), "adapter_fp": fingerprint(cfg.adapter)}
-    return build_app(service, keys, audit, prints), engine
+    app = build_app(service, keys, audit, prints, hosts=HostPolicy.for_bind(cfg.host, cfg.allowed_hosts),
+                    scrub=scrub, open_access=cfg.auth == "none")
+    return app, engine
+
+
+def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):
+    import uvicorn
+
+    from sm70.serve.connections import guarded_protocol
+
+    # access_log off: request lines are in the audit log, with users instead of addresses
+    return uvicorn.Config(app, host=cfg.host, port=cfg.port if port is None else port, log_level=cfg.log_level,
+                          access_log=False, ws="none", server_header=False,
+                          http=guarded_protocol(cfg.max_connections, cfg.header_timeout_s))
 
 
 def serve(cfg: ServeConfig) -> int:
@@ -100,9 +130,13 @@ def serve(cfg: ServeConfig) -> int:
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(cfg.to_yaml(), end="")
     app, engine = build(cfg)
+    if app.audit is not None:
+        def on_hup(signum, frame):   # logrotate's postrotate: the next line goes to a fresh file
+            app.audit.reopen_requested = True
+
+        signal.signal(signal.SIGHUP, on_hup)
     try:
-        # access_log off: request lines are in the audit log, with users instead of addresses
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False)
+        uvicorn.Server(uvicorn_config(app, cfg)).run()
     finally:
         engine.close()
     return 0

@@ -2,14 +2,18 @@
 
 Everything here is independent of the router: it checks the request against the served models and
 the context limit, submits it, and turns the engine's events into an OpenAI object or an SSE
-stream, filling the request's audit record as it goes.
+stream, filling the request's audit record as it goes. Building and tokenizing the prompt runs in
+a worker thread (at most `PREP_SLOTS` at once): a 4 MiB prompt must not stall every other client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator
+
+from sm70.serve.audit import AuditRecord
 
 from sm70.serve.handle import Handle, QueueFull
 from sm70.serve.protocol import (ChatRequest, Request, chat_chunk, chat_response,
@@ -27,6 +31,9 @@ DEFAULT_DISCLAIMER = (
 )
 
 
+PREP_SLOTS = 2
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
                  param: str | None = None, headers: dict | None = None):
@@ -40,8 +47,9 @@ class Service:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     disclaimer: str = DEFAULT_DISCLAIMER
     default_max_tokens: int = 512
-    scrub: object | None = None          # a Scrubber when audit_content is on, else None
+    keep_text: bool = False              # audit_content: hand the texts to the audit record (scrubbed there)
     retry_after_s: int = 2
+    prep_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PREP_SLOTS))
 
     # -- checks ----------------------------------------------------------------------------------
     def model_id(self, requested: str | None) -> str:
@@ -83,62 +91,71 @@ class Service:
                               temperature=req.temperature, top_p=req.top_p, stop=req.stops(),
                               seed=req.seed, ignore_eos=req.ignore_eos)
 
-    def submit(self, ids: list[int], params: SamplingParams, model: str, record: dict) -> Handle:
+    def submit(self, ids: list[int], params: SamplingParams, model: str, record: AuditRecord) -> Handle:
         try:
             handle = self.engine.submit(ids, params, model)
         except QueueFull as e:
             raise HTTPError(429, f"server busy: {e}; retry after {self.retry_after_s} s", "rate_limit_error",
                             headers={"Retry-After": str(self.retry_after_s)}) from None
-        record["cancel"] = handle.cancel   # the audit middleware frees the slot if the client leaves
+        record.cancel = handle.cancel   # the gate frees the slot if the client leaves
         return handle
 
     # -- one request -----------------------------------------------------------------------------
-    def start(self, req: Request, record: dict) -> tuple[Handle, str, bool]:
+    def prepare(self, req: Request, record: AuditRecord) -> tuple[list[int], SamplingParams, str, bool]:
+        """Prompt, token ids and sampling parameters: the CPU-heavy part, run off the event loop."""
         chat = isinstance(req, ChatRequest)
         model = self.model_id(req.model)
         prompt = self.chat_prompt(req) if chat else req.prompt
         ids = self.encode(prompt, chat)
-        record.update(model=model, prompt_tokens=len(ids))
+        record.model, record.prompt_tokens = model, len(ids)
         params = self.params(req, len(ids))
-        if self.scrub is not None:
-            record["prompt"] = self.scrub(prompt)
+        if self.keep_text:
+            record.prompt = prompt
+        return ids, params, model, chat
+
+    async def start(self, req: Request, record: AuditRecord) -> tuple[Handle, str, bool]:
+        async with self.prep_slots:
+            ids, params, model, chat = await asyncio.to_thread(self.prepare, req, record)
+        # submitted from the loop's thread: the handle delivers its events to this loop
         return self.submit(ids, params, model, record), model, chat
 
-    async def complete(self, req: Request, record: dict) -> dict:
-        handle, model, chat = self.start(req, record)
+    async def complete(self, req: Request, record: AuditRecord) -> dict:
+        handle, model, chat = await self.start(req, record)
         parts: list[str] = []
         async for ev in handle.events():
             if ev.kind == "delta":
                 parts.append(ev.text)
+                record.completion_tokens = ev.completion_tokens
             elif ev.kind == "error":
+                record.outcome = "engine_error"
                 raise HTTPError(503, ev.text, "server_error")
             else:
                 text = "".join(parts)
-                self._finish_record(record, text, ev.completion_tokens)
+                self._finish_record(record, parts, ev.completion_tokens)
                 build = chat_response if chat else completion_response
                 return build(new_id("chatcmpl" if chat else "cmpl"), model, text, ev.finish_reason,
                              usage(ev.prompt_tokens, ev.completion_tokens), self.disclaimer)
         raise HTTPError(503, "the engine stopped before finishing", "server_error")
 
-    def stream(self, req: Request, record: dict) -> AsyncIterator[str]:
-        handle, model, chat = self.start(req, record)  # errors surface before the stream starts
-        return self._sse(req, handle, model, chat, record)
-
-    async def _sse(self, req: Request, handle: Handle, model: str, chat: bool, record: dict) -> AsyncIterator[str]:
+    async def sse(self, req: Request, handle: Handle, model: str, chat: bool,
+                  record: AuditRecord) -> AsyncIterator[str]:
         rid = new_id("chatcmpl" if chat else "cmpl")
         parts: list[str] = []
+        if self.keep_text:
+            record.completion = parts    # what was sent so far, if the client cuts the stream
         if chat:
             yield _sse(chat_chunk(rid, model, {"role": "assistant", "content": ""}, disclaimer=self.disclaimer))
         async for ev in handle.events():
             if ev.kind == "delta":
                 parts.append(ev.text)
+                record.completion_tokens = ev.completion_tokens
                 yield _sse(chat_chunk(rid, model, {"content": ev.text}) if chat
                            else completion_chunk(rid, model, ev.text))
             elif ev.kind == "error":
-                record["outcome"] = "engine_error"
+                record.outcome = "engine_error"
                 yield _sse(error_body(ev.text, "server_error"))
             else:
-                self._finish_record(record, "".join(parts), ev.completion_tokens)
+                self._finish_record(record, parts, ev.completion_tokens)
                 extra = {} if chat else {"disclaimer": self.disclaimer}
                 yield _sse(chat_chunk(rid, model, {}, ev.finish_reason) if chat
                            else completion_chunk(rid, model, "", ev.finish_reason, **extra))
@@ -148,11 +165,11 @@ class Service:
                                 "choices": [], "usage": use})
         yield "data: [DONE]\n\n"
 
-    def _finish_record(self, record: dict, text: str, completion_tokens: int) -> None:
-        record["completion_tokens"] = completion_tokens
-        record["outcome"] = "ok"
-        if self.scrub is not None:
-            record["completion"] = self.scrub(text)
+    def _finish_record(self, record: AuditRecord, parts: list[str], completion_tokens: int) -> None:
+        record.completion_tokens = completion_tokens
+        record.outcome = "ok"
+        if self.keep_text:
+            record.completion = parts
 
 
 def _sse(obj: dict) -> str:
