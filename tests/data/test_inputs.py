@@ -70,6 +70,9 @@ FILE_BROKEN = [
     ("gzip-as-jsonl", "s.jsonl", b"\x1f\x8b\x08\x00" + b"\x00" * 20, "gzip"),
     ("parquet-as-json", "s.json", parquet_bytes(GOOD), "Parquet file"),
     ("json-as-parquet", "s.parquet", json.dumps(GOOD).encode(), "not a readable Parquet file"),
+    # Found by fuzzing: pyarrow raised UnicodeDecodeError for a column name that is not UTF-8.
+    ("parquet-undecodable-column", "s.parquet", parquet_bytes(GOOD).replace(b"input", b"inp\x8ct"),
+     "not a readable Parquet file"),
     ("utf16-json", "s.json", json.dumps(GOOD, ensure_ascii=False).encode("utf-16"), "UTF-16 byte-order mark"),
     ("utf16-csv", "s.csv", csv_bytes(GOOD).decode().encode("utf-16"), "UTF-16 byte-order mark"),
     ("utf16-no-bom", "s.jsonl", jsonl(*GOOD).decode().encode("utf-16-le"), "NUL byte"),

@@ -256,7 +256,7 @@ def read_parquet(path: Path, encoding: str | None = None) -> Iterator[RawRow]:
             for row in batch.to_pylist():
                 yield RawRow(file, None, record, row)
                 record += 1
-    except (pa.ArrowException, OSError) as e:  # truncated, not Parquet, a corrupt page
+    except (pa.ArrowException, OSError, ValueError) as e:  # truncated, not Parquet, a corrupt page or name
         raise InputError(where(path, record=record) if record else file, f"not a readable Parquet file: {e}") from None
 
 
