@@ -253,3 +253,18 @@ def test_broken_benchmark_files_as_sources(tmp_path, fmt, files, problem):
         write(tmp_path, name, content)
     with pytest.raises(Sm70Error, match=problem):
         build(config(tmp_path, [{"name": "s", "path": str(tmp_path), "format": fmt, "split": "test"}], on_error="skip"))
+
+
+@pytest.mark.parametrize("override, key", [
+    ("target_rows=1000000000000", "target_rows"),     # would write 10^12 rows
+    ("sources.0.weight=1e9", "sources.0.weight"),      # a billion copies of each row
+    ("dedup.num_perm=1000000000", "dedup.num_perm"),   # gigabytes per row
+    ("workers=1000000", "workers"),                    # a million processes
+    ("seed=-1", "seed"),                               # numpy refuses negative seeds mid-build
+    ("max_tokens=0", "max_tokens"),
+    ("sources.0.columns.output=", "sources.0.columns.output"),
+    ("sources.0.max_rows=-5", "sources.0.max_rows"),
+])
+def test_absurd_recipe_values_are_refused_up_front(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=f"key '{key}'"):
+        load_config(DataConfig, None, [override], out=str(tmp_path / "o"), sources=[{"name": "s", "path": "x"}])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import codecs
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -26,10 +26,11 @@ class SourceConfig(Config):
     split: str = Field("train", description="hub split, or the benchmark split for medqa/pubmedqa files")
     format: Literal["alpaca", "medqa", "pubmedqa", "usmle"] = "alpaca"
     # Column mapping for alpaca-like tables with other names: {instruction: question_col, output: answer_col}.
-    columns: dict[Literal["instruction", "input", "output"], str] = Field(default_factory=dict)
+    columns: dict[Literal["instruction", "input", "output"], Annotated[str, Field(min_length=1)]] = \
+        Field(default_factory=dict)
     instruction: str | None = Field(None, description="instruction for benchmark-format rows (default per format)")
     max_rows: int | None = Field(None, ge=1, description="read at most this many rows from the source")
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0, le=1000)  # bounded: a typo like 1e9 would write a billion copies
     licence: str | None = None
     encoding: str = Field("utf-8", description="text encoding of a local .json/.jsonl/.csv table (e.g. cp1252, "
                           "utf-16) when it cannot be re-encoded as UTF-8; benchmark formats are always UTF-8")
@@ -70,7 +71,7 @@ class DedupConfig(Config):
     exact: bool = True             # same text after case/punctuation/whitespace normalisation
     near: bool = True              # MinHash/LSH (rensa) over word shingles
     threshold: float = Field(0.8, gt=0, le=1)
-    num_perm: int = Field(128, ge=16)
+    num_perm: int = Field(128, ge=16, le=4096)  # memory per row grows with it
     shingle: int = Field(5, ge=1)
 
 
@@ -82,11 +83,11 @@ class DataConfig(Config):
     template: str = Field("alpaca", description="plain, alpaca, medalpaca, or chat (needs tokenizer)")
     tokenizer: str | None = Field(None, description="count tokens with this tokenizer (and use its chat template)")
     max_tokens: int = Field(2048, ge=1, description="rows longer than this (prompt + completion) are removed")
-    target_rows: int | None = Field(None, ge=1, description="mix sources by weight to this many rows")
+    target_rows: int | None = Field(None, ge=1, le=10**9, description="mix sources by weight to this many rows")
     val_fraction: float = Field(0.05, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**63)  # numpy and the MinHash library take non-negative 64-bit seeds
     on_error: Literal["fail", "skip"] = "fail"
-    workers: int = Field(0, ge=0, description="processes that examine rows; 0 = the default (one: see parallel.py)")
+    workers: int = Field(0, ge=0, le=1024, description="processes that examine rows; 0 = the default (one: see parallel.py)")
 
     @model_validator(mode="after")
     def _check(self):
