@@ -61,6 +61,8 @@ def test_recipe_then_overrides(tmp_path):
     ("out: a\ntasks: [medqa]\n", ["tasks.3=x"], "'3' is not an index of the 1-item list"),
     ("out: a\n", ["lora.rank.deep=1"], "key 'lora.rank'"),
     ("out: a\n", ["flag=[unclosed"], "key 'flag'"),
+    ('out: "caf\\udce9"\n', [], "unpaired UTF-16 surrogate"),        # the data card could not be written
+    ("out: a\n", ["out=caf\udce9"], r"b'out=caf\\xe9': not valid UTF-8"),  # argv bytes that are not UTF-8
 ])
 def test_bad_recipes_name_the_key(tmp_path, recipe_text, overrides, message):
     recipe = tmp_path / "r.yaml"

@@ -6,6 +6,7 @@ a recipe fails at once instead of silently training with a default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ class Config(BaseModel):
         return yaml.safe_dump(self.dump(), sort_keys=False, allow_unicode=True)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 RECIPE_LIMIT = 1 << 20   # bytes: recipes are a few hundred; anything near this is not a recipe
 EXPANDED_LIMIT = 100_000  # values in a recipe once YAML aliases are expanded (a "billion laughs" file)
 
@@ -69,7 +71,7 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe is a mapping of keys to values, got {type(data).__name__}")
-    _check_expanded_size(path, data)
+    _check_values(path, data)
     return data
 
 
@@ -83,9 +85,13 @@ def _yaml_problem(path: Path, text: str, e: yaml.MarkedYAMLError) -> str:
     return f"{path}:{mark.line + 1}: not valid YAML: {problem}"
 
 
-def _check_expanded_size(path: Path, data: Any) -> None:
-    # Aliases are shared, not copied, so the file loads small; but every later step (validation,
-    # printing the resolved config) walks the expansion, which a crafted file makes astronomically large.
+def _check_values(path: Path, data: Any) -> None:
+    """Every value once, as later steps will see it: bounded in number, and writable as UTF-8.
+
+    Aliases are shared, not copied, so the file loads small; but every later step (validation,
+    printing the resolved config) walks the expansion, which a crafted file makes astronomically
+    large. A YAML escape can spell half a UTF-16 pair ("\\udce9"), which the data card could not hold.
+    """
     budget, stack = EXPANDED_LIMIT, [data]
     while stack:
         node = stack.pop()
@@ -93,7 +99,11 @@ def _check_expanded_size(path: Path, data: Any) -> None:
         if budget < 0:
             raise ConfigError(f"{path}: more than {EXPANDED_LIMIT:,} values once YAML aliases are expanded; "
                               "a recipe this large is not a recipe")
+        if isinstance(node, str) and not node.isascii() and _SURROGATE.search(node):
+            raise ConfigError(f"{path}: the value {node!r} holds an unpaired UTF-16 surrogate escape "
+                              "(\\ud800-\\udfff), which no output file can hold")
         if isinstance(node, dict):
+            stack.extend(node.keys())
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
@@ -107,6 +117,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = key.split(".")
     if not all(keys):
         raise ConfigError(f"override {text!r}: an empty part in the key {key!r}")
+    if _SURROGATE.search(text):
+        # Python keeps argv bytes that are not UTF-8 as surrogate escapes; no output file could hold them.
+        raise ConfigError(f"override {text.encode('utf-8', 'surrogateescape')!r}: not valid UTF-8 (set the "
+                          "terminal to UTF-8, or put the value in the recipe)")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except (yaml.YAMLError, ValueError, RecursionError):  # not YAML (or a date YAML cannot build): the text itself

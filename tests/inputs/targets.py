@@ -116,7 +116,7 @@ def _recipe(data: bytes, folder: Path) -> Path:
 
     path = folder / "recipe.yaml"
     path.write_bytes(data)
-    load_config(DataConfig, path).to_yaml().encode("utf-8")  # printed at the start of the build
+    _written(load_config(DataConfig, path))
     return path
 
 
@@ -128,8 +128,14 @@ def _overrides(data: bytes, folder: Path) -> Path:
     words = [os.fsdecode(w) for w in data.split(b"\n") if w]
     cfg = load_config(DataConfig, None, words, out=str(folder / "out"),
                       sources=[{"name": "s", "path": "samples://medqa/test.jsonl", "format": "medqa"}])
-    cfg.to_yaml().encode("utf-8", "surrogateescape")  # printed as the terminal's bytes, like argv came in
+    _written(cfg)
     return folder
+
+
+def _written(cfg) -> None:
+    """The config as the build writes it: printed as YAML, saved in datacard.json and manifest.json (UTF-8)."""
+    cfg.to_yaml().encode("utf-8")
+    json.dumps(cfg.dump(), ensure_ascii=False).encode("utf-8")
 
 
 # ---- model directories ----
