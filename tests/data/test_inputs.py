@@ -83,7 +83,6 @@ FILE_BROKEN = [
     ("cp1252-outside-string", "s.json", b'[{"instruction": "a", "input": "b", "output": "c"}\xe9]', "byte 50"),
     ("csv-duplicate-header", "s.csv", b"instruction,input,output,output\na,b,c,d\n", "'output' appears twice"),
     ("csv-undecodable-header", "s.csv", b"instruction,inp\xfct,output\na,b,c\n", "header: not valid UTF-8"),
-    ("csv-stray-cr", "s.csv", b"instruction,input,output\na,b\rc,d\n", "not valid CSV"),
     ("unknown-suffix", "s.xlsx", b"PK\x03\x04", "unknown file type '.xlsx'"),
 ]
 
@@ -126,6 +125,10 @@ ROW_BROKEN = [
     ("unpaired-surrogate", "s.jsonl", jsonl(GOOD[0], SURROGATE, GOOD[1]), 2, "unpaired UTF-16 surrogate"),
     ("binary-line", "s.jsonl", jsonl(GOOD[0], b"\xff\xd8\xff\xe0 a JPEG line", GOOD[1]), 2, "found ff d8 ff"),
     ("csv-missing-field", "s.csv", csv_bytes([GOOD[0], ["a", "b"], GOOD[1]]), 3, "2 fields, but the header has 3"),
+    ("csv-stray-cr", "s.csv", csv_bytes([GOOD[0]]) + b"a,b\rc,d\n" + csv_bytes([GOOD[1]]).split(b"\n", 1)[1], 3,
+     "not valid CSV: new-line character seen in unquoted field"),
+    ("csv-field-past-limit", "s.csv", csv_bytes([GOOD[0], ["a", "b", "x" * 200_000], GOOD[1]]), 3,
+     "not valid CSV: field larger than field limit"),
     ("csv-extra-field", "s.csv", csv_bytes([GOOD[0], ["a", "b", "c", "d"], GOOD[1]]), 3, "4 fields, but the header has 3"),
     ("parquet-wrong-type", "s.parquet", parquet_bytes([{**GOOD[0], "output": None},
                                                        {**GOOD[1], "output": None}, {**GOOD[1], "output": "x"}]),

@@ -197,47 +197,59 @@ def read_jsonl(path: Path, encoding: str = textfile.UTF8) -> Iterator[RawRow]:
 
 
 def read_csv(path: Path, encoding: str = textfile.UTF8) -> Iterator[RawRow]:
-    """Rows of a CSV file with a header line; a row is malformed when its lines do not decode or
-    its field count differs from the header's (csv.DictReader would drop or invent fields silently)."""
+    """Rows of a CSV file with a header line. A row is malformed when its lines do not decode, csv
+    cannot parse it (a field past csv's 128 KiB limit, a stray carriage return), or its field count
+    differs from the header's (csv.DictReader would drop or invent fields silently)."""
     file = str(path)
     unreadable: dict[int, str] = {}  # line number -> why it could not be decoded
+    pending: list[str] = []          # the lines of the row being parsed, for its reject
 
     def texts() -> Iterator[str]:
         for line in textfile.lines(path, encoding, setting=True):
             if line.error:
                 unreadable[line.number] = line.error
+            pending.append(line.text)
             yield line.text
 
     reader = csv.reader(texts())
     try:
         header = next(reader, None)
-        if header is None:
+    except csv.Error as e:
+        raise InputError(where(path, 1), f"not valid CSV: {e}", "header") from None
+    if header is None:
+        return
+    if unreadable and min(unreadable) <= reader.line_num:
+        raise InputError(where(path, 1), unreadable[min(unreadable)], "header")
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise InputError(where(path, 1), f"column {repeated[0]!r} appears twice", "header")
+    pending.clear()
+    start, record = reader.line_num + 1, 0
+    while True:
+        problem = None
+        try:
+            fields = next(reader)
+        except StopIteration:
             return
-        if unreadable and min(unreadable) <= reader.line_num:
-            raise InputError(where(path, 1), unreadable[min(unreadable)], "header")
-        repeated = sorted({c for c in header if header.count(c) > 1})
-        if repeated:
-            raise InputError(where(path, 1), f"column {repeated[0]!r} appears twice", "header")
-        start, record = reader.line_num + 1, 0
-        for fields in reader:
-            end = reader.line_num
-            problem = None
-            if unreadable:
-                problems = [unreadable.pop(n) for n in range(start, end + 1) if n in unreadable]
-                problem = problems[0] if problems else None
-            if problem:
-                yield RawRow(file, start, record, ",".join(fields), problem)
-            elif not fields:  # a blank line is not a row
-                start = end + 1
-                continue
-            elif len(fields) != len(header):
-                yield RawRow(file, start, record, fields, f"{len(fields)} fields, but the header has {len(header)}")
-            else:
-                yield RawRow(file, start, record, dict(zip(header, fields)))
-            record += 1
+        except csv.Error as e:  # the reader starts afresh on the next line
+            fields, problem = [], f"not valid CSV: {e}"
+        end = reader.line_num
+        if unreadable:
+            problems = [unreadable.pop(n) for n in range(start, end + 1) if n in unreadable]
+            problem = problems[0] if problems else problem
+        text = "".join(pending).rstrip("\r\n")
+        pending.clear()
+        if problem:
+            yield RawRow(file, start, record, text, problem)
+        elif not fields:  # a blank line is not a row
             start = end + 1
-    except csv.Error as e:  # a field past csv's size limit, a stray carriage return, ...
-        raise InputError(where(path, reader.line_num), f"not valid CSV: {e}") from None
+            continue
+        elif len(fields) != len(header):
+            yield RawRow(file, start, record, text, f"{len(fields)} fields, but the header has {len(header)}")
+        else:
+            yield RawRow(file, start, record, dict(zip(header, fields)))
+        record += 1
+        start = end + 1
 
 
 def read_parquet(path: Path, encoding: str | None = None) -> Iterator[RawRow]:
