@@ -223,6 +223,12 @@ def lines(path: str | Path, encoding: str = UTF8, setting: bool = False) -> Iter
         readline = f.readline
         while raw := readline(limit + 1):
             number += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                size = len(raw) + _skip_line(f)
+                yield Line(number, raw[:80].decode(codec, "backslashreplace") + "...",
+                           f"line longer than the {limit:,}-byte limit ({size:,} bytes)")
+                offset += size
+                continue
             try:
                 text = raw.decode(codec)
             except UnicodeDecodeError as e:
@@ -230,11 +236,6 @@ def lines(path: str | Path, encoding: str = UTF8, setting: bool = False) -> Iter
                            f"not valid {encoding} at byte {offset + e.start} (found {raw[e.start:e.end].hex(' ')})")
                 yield Line(number, raw.decode(codec, "backslashreplace"), problem)
             else:
-                if len(raw) > limit and not raw.endswith(b"\n"):
-                    size = len(raw) + _skip_line(f)
-                    yield Line(number, text[:80] + "...", f"line longer than the {limit:,}-byte limit ({size:,} bytes)")
-                    offset += size
-                    continue
                 yield Line(number, text, None)
             offset += len(raw)
 

@@ -271,3 +271,12 @@ def test_broken_benchmark_files_as_sources(tmp_path, fmt, files, problem):
 def test_absurd_recipe_values_are_refused_up_front(tmp_path, override, key):
     with pytest.raises(ConfigError, match=f"key '{key}'"):
         load_config(DataConfig, None, [override], out=str(tmp_path / "o"), sources=[{"name": "s", "path": "x"}])
+
+
+def test_an_over_long_line_that_does_not_decode_is_one_reject(tmp_path, monkeypatch):
+    monkeypatch.setattr(textfile, "LINE_LIMIT", 1000)
+    long_bad = b'{"instruction": "a", "input": "b", "output": "' + b"\xe9" * 3000 + b'"}'
+    path = write(tmp_path, "s.jsonl", jsonl(GOOD[0], long_bad, GOOD[1]))
+    out = build(config(tmp_path, [{"name": "s", "path": str(path)}], on_error="skip"))
+    assert [(r["line"], "longer than" in r["detail"]) for r in rejects(out)] == [(2, True)]
+    assert len(read_jsonl(out / "train.jsonl")) == 2
