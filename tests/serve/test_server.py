@@ -183,8 +183,10 @@ def test_client_disconnect_frees_its_slot(server):
     before = httpx.get(server.url + "/ready", headers=headers).json()["stats"]["cancelled"]
     with httpx.stream("POST", server.url + "/v1/completions", headers=headers, timeout=60,
                       json={"prompt": "Hi", "max_tokens": 900, "ignore_eos": True, "stream": True}) as r:
-        for n, _ in enumerate(r.iter_lines()):
-            if n > 3:
+        received = 0
+        for line in r.iter_lines():
+            received += line.startswith("data: ")
+            if received > 3:
                 break
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -196,7 +198,7 @@ def test_client_disconnect_frees_its_slot(server):
     entry = [e for e in audit_lines(server) if e["endpoint"] == "POST /v1/completions"][-1]
     assert entry["outcome"] == "client_disconnected"
     # finding: a cut stream was audited with completion_tokens 0 although tokens were delivered
-    assert entry["completion_tokens"] >= 4, entry
+    assert entry["completion_tokens"] >= received, entry
 
 
 def test_full_queue_answers_429_with_retry_after(tiny_model, tmp_path):
