@@ -124,7 +124,7 @@ def main() -> int:
                        stderr=subprocess.DEVNULL)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(sm70 + ["serve", f"model={model}", "host=127.0.0.1", f"port={port}",
+        server = subprocess.Popen(sm70 + ["serve", f"model={model}", "host=127.0.0.1", f"port={port}", "auth=none",
                                           f"audit_log={Path(tmp) / 'audit.log'}", f"threads={args.threads}",
                                           "max_batch=8", "log_level=warning"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
