@@ -5,6 +5,11 @@ row; a JSON list is decoded one object at a time from the file text, so the pars
 all in memory. Benchmark formats (medqa, pubmedqa, usmle) are read by `sm70.eval.tasks`, the one
 parser per format that the evaluation stage uses too. Hub ids are fetched only when the operator
 allows the network (`SM70_ALLOW_HUB=1`); offline, the error says which file to download and where.
+
+Text is decoded by `sm70.textfile` (UTF-8, or the source's `encoding:`). Damage confined to a row (a
+byte that is not UTF-8, a cut-off line, a field count that differs from the header) comes back as
+a row with `error` set, which the build stops at or rejects (`on_error`); damage to the file as a
+whole (binary, truncated Parquet, an unclosed JSON list) raises at once.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from sm70.textfile import InputError, where
 SAMPLES = "samples://"
 TASK_OF_FORMAT = {"medqa": "medqa", "pubmedqa": "pubmedqa", "usmle": "usmle"}
 _BETWEEN = re.compile(r"[\s,]*")  # whitespace and the comma between two objects of a JSON list
+_SPACE = re.compile(r"\s*")
 
 
 class RawRow(NamedTuple):
@@ -149,7 +155,7 @@ def read_json_list(path: Path, encoding: str = textfile.UTF8) -> Iterator[RawRow
         offsets = textfile.ByteOffsets(text, bom)
     del data
     decoder = json.JSONDecoder()
-    pos = len(text) - len(text.lstrip())
+    pos = _SPACE.match(text).end()  # not text.lstrip(): that would copy a file of gigabytes
     if pos == len(text):
         return
     if text[pos] != "[":
