@@ -86,8 +86,12 @@ def test_model_output_is_rendered_as_text_not_html(tiny_model, browser):
     from sm70.serve.auth import KeyStore
     from sm70.serve.serving import Service
 
+    from sm70.config import load_config
+    from sm70.serve.main import ServeConfig
+
     engine = ScriptedEngine(load_tokenizer(tiny_model), INJECTION)
-    live = LiveServer(build_app(Service(engine), KeyStore(None), None, {}), engine)
+    cfg = load_config(ServeConfig, model=str(tiny_model), auth="none", audit_log=None, log_level="warning")
+    live = LiveServer(build_app(Service(engine), KeyStore(None), None, {}, open_access=True), engine, cfg)
     try:
         page = browser.new_page(bypass_csp=True)  # lets the test poll with JS; the page itself must not rely on CSP
         page.goto(live.url + "/")

@@ -72,6 +72,7 @@ class Gate:
             await self.app(scope, replay, ex.send)
         except Exception as e:
             if type(e).__name__ != "ClientDisconnect":
+                ex.record.outcome = "error"
                 # the type and the frames, not the message: it may quote patient text
                 log.error("internal error on %s: %s\n%s", ex.path[:MAX_RECORDED], type(e).__name__,
                           "".join(traceback.format_tb(e.__traceback__)))
