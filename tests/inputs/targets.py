@@ -254,7 +254,7 @@ def campaign(seconds: int, only: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix=f"sm70-corpus-{target.name}-") as corpus:
             for i, seed in enumerate(target.seeds):
                 Path(corpus, f"seed{i}").write_bytes(seed)
-            artifacts = Path("fuzz-crashes") / target.name
+            artifacts = Path("runs") / "fuzz-crashes" / target.name  # runs/ is where outputs go (ignored by git)
             artifacts.mkdir(parents=True, exist_ok=True)
             proc = subprocess.run(
                 [sys.executable, __file__, "--one", target.name, f"-max_total_time={seconds}", "-rss_limit_mb=4096",
