@@ -42,3 +42,25 @@ def test_help_is_instant_and_imports_no_torch():
     code = "import sys; from sm70.cli import main; main(['--help']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False")
+
+
+def test_every_command_has_help_from_its_config(capsys):
+    from sm70.cli import COMMANDS, main
+
+    for words in COMMANDS:
+        assert main([*words, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert text.startswith(f"usage: sm70 {' '.join(words)}") and "keys (key=value" in text, words
+        assert main(["help", *words]) == 0
+        assert capsys.readouterr().out == text
+
+
+def test_train_help_names_lora_r_with_type_default_and_description(capsys):
+    from sm70.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    line = next(i for i, l in enumerate(text.splitlines()) if l.strip().startswith("lora_r "))
+    assert "int, default 16" in text.splitlines()[line] and "LoRA rank" in text.splitlines()[line + 1]
+    assert "recipes/train/demo.yaml" in text  # the recipes shipped for the command
+    assert main(["help", "nope"]) == 2

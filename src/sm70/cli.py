@@ -27,6 +27,10 @@ class Command:
 COMMANDS: dict[tuple[str, ...], Command] = {
     ("model", "tiny"): Command("sm70.model.tiny", "TinyModelConfig", "build_tiny_model", ("out",),
                                "write the deterministic tiny Llama used by the demo and the tests"),
+    ("model", "fetch"): Command("sm70.model.fetch", "FetchConfig", "fetch", ("name",),
+                                "fetch a known model (licence and hashes pinned) into a model directory"),
+    ("model", "import"): Command("sm70.model.importer", "ImportConfig", "import_gguf", ("file",),
+                                 "turn a GGUF file into a Hugging Face model directory"),
     ("data", "build"): Command("sm70.data.build", "DataConfig", "build",
                                help="standardize, deduplicate and decontaminate the training set"),
     ("train",): Command("sm70.train.sft", "TrainConfig", "train", help="QLoRA fine-tuning"),
@@ -83,14 +87,22 @@ def split_args(argv: list[str]) -> tuple[Command, tuple[str, ...], str | None, l
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in ("-h", "--help") or argv == ["help"]:
         print(usage())
         return 0
+    asked_help = argv[0] == "help" or any(a in ("-h", "--help") for a in argv)
+    if asked_help:
+        argv = [a for a in argv[1 if argv[0] == "help" else 0:] if a not in ("-h", "--help")]
     try:
         cmd, words, recipe, overrides, _ = split_args(argv)
+        module = importlib.import_module(cmd.module)
+        if asked_help:
+            from sm70.help import command_help
+
+            print(command_help(words, cmd, getattr(module, cmd.config)))
+            return 0
         from sm70.config import load_config
 
-        module = importlib.import_module(cmd.module)
         config = load_config(getattr(module, cmd.config), recipe, overrides)
         result = getattr(module, cmd.function)(config)
     except Sm70Error as e:
