@@ -47,7 +47,23 @@ def atomic_trainer_class():
 
     class AtomicCheckpointTrainer(Trainer):
         keep_checkpoints = 2
+        loss_chunk = 0  # > 0: sm70.train.loss computes the loss at labelled positions only
         _staging: str | None = None
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not self.loss_chunk or "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            from sm70.train.loss import chunked_loss, output_layer_off
+
+            labels = inputs["labels"]
+            features = {k: v for k, v in inputs.items() if k != "labels"}
+            with output_layer_off(self.accelerator.unwrap_model(model)) as head:
+                hidden = model(**features).logits
+            loss = chunked_loss(hidden, labels, head, self.loss_chunk, num_items_in_batch)
+            # As Trainer.compute_loss: the item count was summed over processes, and DDP averages gradients.
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return (loss, {}) if return_outputs else loss  # {}: prediction_step finds no logits
 
         def _get_output_dir(self, trial):
             # Trainer writes `<run_dir>/checkpoint-N`; during a save, run_dir is the staging directory.

@@ -22,45 +22,51 @@ from sm70.errors import Sm70Error
 class TrainConfig(Config):
     model: str = Field(description="local Hugging Face model directory (or a hub id when SM70_ALLOW_HUB=1)")
     data: Path = Field(description="directory with train.jsonl and val.jsonl from `sm70 data build`")
-    out: Path = Path("runs/train")
-    seed: int = 0
-    # Quantization: the base stays frozen in NF4 + double quant; "none" trains LoRA on the plain base.
-    quant: Literal["nf4", "none"] = "nf4"
-    compute_dtype: str = "auto"  # bf16 on a GPU that has it, fp32 on the CPU
-    # LoRA
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: float = 32
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    # Data layout
-    max_length: int = Field(512, ge=8)
-    packing: bool = True
-    completion_only: bool = True
-    # Optimization
-    micro_batch: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1  # > 0 overrides epochs
-    lr: float = Field(2e-4, gt=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.3
-    optim: str = "auto"  # paged_adamw_8bit on CUDA, adamw_torch on the CPU
-    gradient_checkpointing: bool = False
-    attn_implementation: str = "sdpa"
-    # Evaluation, logging, checkpoints
-    eval_steps: int = Field(50, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(100, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    resume: bool = False
-    # Memory plan (`plan=true` or `--plan`): prints the prediction and stops before loading anything.
-    plan: bool = False
-    device_memory_gb: float | None = None  # GiB; detected when omitted
-    processes: int = Field(1, ge=1)  # for the plan: processes the run is launched with
-    sharding: Literal["none", "fsdp"] = "none"  # for the plan and the 4-bit storage dtype
-    assumed_tflops: float | None = None  # for the plan's time estimate (sustained, per process)
+    out: Path = Field(Path("runs/train"), description="run directory: adapter/, checkpoints/, metrics, manifest")
+    seed: int = Field(0, description="seed for LoRA initialization, data order and dropout")
+    quant: Literal["nf4", "none"] = Field("nf4", description="nf4: frozen base in 4-bit NF4 + double quant "
+                                                             "(QLoRA); none: LoRA on the unquantized base")
+    compute_dtype: str = Field("auto", description="auto (bf16 on a GPU that has it, fp32 on the CPU), "
+                                                   "float32, bfloat16, float16")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: float = Field(32, description="LoRA scaling numerator (the update is scaled by alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="modules that get LoRA: all-linear (every linear layer but the output "
+                                  "layer, as QLoRA does) or a list of module names")
+    max_length: int = Field(512, ge=8, description="tokens per row; longer examples are truncated, never dropped")
+    packing: bool = Field(True, description="pack examples first-fit into rows, each isolated by its own mask")
+    completion_only: bool = Field(True, description="loss on the completion only, the prompt is context")
+    loss_chunk: int = Field(1024, ge=0, description="compute the output layer and loss only at labelled "
+                                                    "positions, this many at a time (0: the model's own loss "
+                                                    "over every position)")
+    micro_batch: int = Field(8, ge=1, description="rows per forward pass and process")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows")
+    max_steps: int = Field(-1, description="optimizer steps; > 0 overrides epochs")
+    lr: float = Field(2e-4, gt=0, description="peak learning rate")
+    schedule: Literal["cosine", "constant"] = Field("cosine", description="learning-rate schedule after warmup")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of the steps spent warming up")
+    weight_decay: float = Field(0.0, description="AdamW weight decay")
+    max_grad_norm: float = Field(0.3, description="gradient clipping norm (QLoRA's 0.3)")
+    optim: str = Field("auto", description="auto (paged_adamw_8bit on CUDA, adamw_torch on the CPU) or a "
+                                           "transformers optimizer name")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
+    attn_implementation: str = Field("sdpa", description="sdpa, eager or flash_attention_2 (flash packs by "
+                                                         "position ids, the others by a block-diagonal mask)")
+    eval_steps: int = Field(50, ge=1, description="steps between validation-loss passes")
+    max_eval_rows: int | None = Field(None, ge=1, description="validate on the first N validation rows only "
+                                                              "(all when unset)")
+    logging_steps: int = Field(10, ge=1, description="steps between lines in metrics.jsonl")
+    save_steps: int = Field(100, ge=1, description="steps between checkpoints")
+    keep_checkpoints: int = Field(2, ge=1, description="complete checkpoints kept for resume")
+    resume: bool = Field(False, description="continue from the newest complete checkpoint in out/checkpoints")
+    plan: bool = Field(False, description="print the memory and time plan and stop before loading anything "
+                                          "(also --plan)")
+    device_memory_gb: float | None = Field(None, description="for the plan: GiB per device (detected when unset)")
+    processes: int = Field(1, ge=1, description="for the plan: processes the run is launched with")
+    sharding: Literal["none", "fsdp"] = Field("none", description="for the plan and the 4-bit storage dtype")
+    assumed_tflops: float | None = Field(None, description="for the plan's time estimate (sustained, per process)")
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -143,6 +149,8 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
     tokenizer = load_tokenizer(cfg.model)
     rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl", allow_empty=split == "val")
             for split in ("train", "val")}
+    if cfg.max_eval_rows is not None:
+        rows["val"] = rows["val"][:cfg.max_eval_rows]
     validate = bool(rows["val"])
     if not validate:
         del rows["val"]
@@ -178,6 +186,7 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         eval_on_start=eval_on_start and validate,
         logging_strategy="steps", logging_steps=cfg.logging_steps, logging_first_step=True,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,  # pruned by the trainer class
+        prediction_loss_only=True,
         report_to="none", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
     )
@@ -186,6 +195,7 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         data_collator=collate["train"], processing_class=tokenizer,
     )
     trainer.keep_checkpoints = cfg.keep_checkpoints
+    trainer.loss_chunk = cfg.loss_chunk
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace it
     if validate:
         _use_eval_collator(trainer, collate["val"])

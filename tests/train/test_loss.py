@@ -1,0 +1,34 @@
+"""The labelled-positions loss equals the model's own loss, in value and in every LoRA gradient."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.train.conftest import make_train_config
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_chunked_loss_equals_the_models_own(tiny_model, medical_data, tmp_path, packing):
+    import torch
+
+    from sm70.train.sft import build_trainer
+
+    trainer, _ = build_trainer(make_train_config(tiny_model, medical_data, tmp_path / "out", packing=packing,
+                                                 quant="none", lora_dropout=0.0, micro_batch=4), verbose=False)
+    model = trainer.model
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    n_items = (batch["labels"][:, 1:] != -100).sum()
+    losses, grads = [], []
+    for chunk in (0, 7):  # 0: the model's own loss; 7: many chunks, the last one short
+        trainer.loss_chunk = chunk
+        model.zero_grad()
+        loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=n_items)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert torch.allclose(losses[0], losses[1], atol=1e-5), losses
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], atol=1e-5, rtol=1e-4), name
+    # The output layer is back in place: generation and saving see the ordinary model.
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
