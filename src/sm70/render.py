@@ -16,6 +16,14 @@ from typing import Callable, Mapping, Sequence
 TARGET_DELIMITER = " "
 
 
+# The instruction a template wraps around a benchmark question, by layout. Training rows built from
+# benchmark-format sources and evaluation prompts take it from here, so both say the same words.
+INSTRUCTIONS = {
+    "mc": "Answer the following multiple-choice question with the letter of the correct option.",
+    "abstract": "Answer the question about the abstract with yes, no or maybe.",
+}
+
+
 def render_mc(question: str, options: Mapping[str, str]) -> str:
     """Question and lettered options in lm-eval's `medqa_4options` layout (no trailing space)."""
     lines = "".join(f"{letter}. {text}\n" for letter, text in options.items())

@@ -16,11 +16,10 @@ from sm70 import render
 from sm70.data.clean import clean_text
 from sm70.data.config import ALPACA_FIELDS, SourceConfig
 
-DEFAULT_INSTRUCTIONS = {
-    "medqa": "Answer the multiple-choice question with the letter of the correct option.",
-    "usmle": "Answer the multiple-choice question with the letter of the correct option.",
-    "pubmedqa": "Answer the research question about the abstract with yes, no or maybe.",
-}
+# The evaluation's own instructions (sm70.render), so a row built from a benchmark-format source reads
+# exactly like the prompt the tuned model is scored on.
+DEFAULT_INSTRUCTIONS = {"medqa": render.INSTRUCTIONS["mc"], "usmle": render.INSTRUCTIONS["mc"],
+                        "pubmedqa": render.INSTRUCTIONS["abstract"]}
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -4,6 +4,7 @@ row per item in the layout of `predictions.jsonl`; the model is loaded once for 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -12,11 +13,6 @@ from sm70.eval.cache import ResultCache
 from sm70.eval.loglik import LoglikScorer, Request
 from sm70.eval.tasks import Item, Task, continuations, fewshot_block, question_text
 
-# The instruction a template wraps around the question (training rows use the same wording).
-INSTRUCTIONS = {
-    "mc": "Answer the following multiple-choice question with the letter of the correct option.",
-    "abstract": "Answer the question about the abstract with yes, no or maybe.",
-}
 COT_INSTRUCTION = " Think step by step, then end with 'Answer: ' and your answer."
 
 
@@ -35,7 +31,7 @@ def build_context(task: Task, item: Item, shots: Sequence[Item], setting: Settin
     text = fewshot_block(task, shots, setting.prompt) + question_text(task, item)
     if setting.template == "none":
         return text
-    instruction = setting.instruction or INSTRUCTIONS[task.layout]
+    instruction = setting.instruction or render.INSTRUCTIONS[task.layout]
     if setting.mode == "generate" and setting.cot:
         instruction += COT_INSTRUCTION
     return render.apply_template(setting.template, instruction, text, tokenizer=tokenizer)
@@ -120,15 +116,22 @@ class Scorer:
             chunk_items: int) -> None:
         if not items:
             return
+        from tqdm.auto import tqdm
+
         contexts = [build_context(task, item, shots, setting, self.tokenizer()) for item in items]
         prefix = shared_prefix(contexts)
-        for start in range(0, len(items), max(1, chunk_items)):
-            chunk, ctx = items[start:start + chunk_items], contexts[start:start + chunk_items]
-            if setting.mode == "loglik":
-                rows = score_loglik(self.loglik(), task, name, chunk, ctx, setting.prompt, prefix)
-            else:
-                rows = score_generate(self.generator(setting), name, chunk, ctx)
-            cache.append(rows)
+        step = max(1, chunk_items)
+        # One bar per task (items scored, rate, ETA); the first process draws it for all of them.
+        with tqdm(total=len(items), desc=name, unit="item", file=sys.stderr, dynamic_ncols=True,
+                  disable=int(os.environ.get("RANK", 0)) != 0) as bar:
+            for start in range(0, len(items), step):
+                chunk, ctx = items[start:start + step], contexts[start:start + step]
+                if setting.mode == "loglik":
+                    rows = score_loglik(self.loglik(), task, name, chunk, ctx, setting.prompt, prefix)
+                else:
+                    rows = score_generate(self.generator(setting), name, chunk, ctx)
+                cache.append(rows)
+                bar.update(len(chunk))
 
     def loglik(self):
         if self._loglik is None:
