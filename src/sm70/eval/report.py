@@ -84,7 +84,10 @@ def _rows(results: dict) -> list[tuple[str, ...]]:
         metrics = task.get("metrics") or {}
         n, total = task.get("n"), task.get("n_total")
         items = f"{n}/{total}" if total is not None and total != n else f"{n}"
+        limit = (task.get("data") or {}).get("limit")
         title = TASK_TITLES.get(name, name) + (" (bundled sample)" if is_bundled_sample(task) else "")
+        if limit is not None:
+            title += f" (first {limit} of {task['data'].get('items_in_file')}: a subsample)"
         rows.append((title, items, setting(task), _metric(metrics.get("acc")), _ci(metrics.get("acc")),
                      _metric(metrics.get("acc_norm"))))
     return rows

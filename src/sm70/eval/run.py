@@ -152,11 +152,16 @@ def prepare(cfg: EvalConfig, spec: TaskSpec) -> tuple[Task, list[Item], list[Ite
     if spec.task.startswith("usmle"):
         options["include_images"] = spec.include_images or cfg.include_images
     items = load_task(spec.task, spec.data, **options)
+    info = {**data_info(spec), "items_in_file": len(items)}
     limit = spec.limit if spec.limit is not None else cfg.limit
-    if limit is not None:
+    if limit is not None and limit < len(items):
         items = items[:limit]
+        # A limited run is a subsample, not the benchmark: results.json and the report say so.
+        print(f"{spec.task}: limit={limit}: scoring the first {limit} of {info['items_in_file']} items "
+              f"(a subsample, not the full test set)", file=sys.stderr)
+        info["limit"] = limit
     shots = choose_shots(cfg, spec, task, items)
-    return task, items, shots, data_info(spec)
+    return task, items, shots, info
 
 
 def choose_shots(cfg: EvalConfig, spec: TaskSpec, task: Task, items: list[Item]) -> list[Item]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sm70.config import Config
 from sm70.errors import ConfigError
@@ -24,11 +24,23 @@ class PipelineConfig(Config):
     tiny: dict[str, Any] = Field(default_factory=dict, description="settings for `sm70 model tiny`")
     data: StageRef
     train: StageRef
-    eval: StageRef
+    eval: StageRef | None = Field(None, description="the evaluation setting (recipe + changes)")
+    evals: dict[str, StageRef] = Field(default_factory=dict, description="named evaluation settings, each "
+                                       "scored on the base and the tuned model and compared: name -> setting")
     serve: StageRef | None = None
     eval_base: bool = Field(True, description="also evaluate the base model, and compare it with the tuned one")
     data_dir: Path | None = Field(None, description="folder with the real benchmark files (../shared/data layout)")
     plan: bool = False
+
+    @model_validator(mode="after")
+    def _some_evaluation(self):
+        if self.eval is None and not self.evals:
+            raise ValueError("give an evaluation setting: eval: {recipe: ...} or evals: {name: {recipe: ...}}")
+        return self
+
+    def eval_settings(self) -> dict[str, StageRef]:
+        """Setting name -> StageRef; the unnamed `eval` is the setting '' (stages eval_base, eval_tuned)."""
+        return {**({"": self.eval} if self.eval is not None else {}), **self.evals}
 
 
 class DemoConfig(Config):

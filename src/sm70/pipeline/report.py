@@ -68,31 +68,32 @@ def train_section(out: Path) -> list[str]:
     return lines + [""]
 
 
-def results_section(stages: dict[str, Stage]) -> list[str]:
+def results_section(stages: dict[str, Stage], setting: str = "", title: str = "") -> list[str]:
     from sm70.eval.report import results_table_md
+    from sm70.pipeline.run import stage_name
 
-    lines = ["## Results", ""]
-    for name, title in (("eval_base", "Base model"), ("eval_tuned", "Fine-tuned model (base + LoRA adapter)")):
-        if name not in stages:
-            continue
-        results = _json(stages[name].out / "results.json")
+    lines = [f"## Results{': ' + title if title else ''}", ""]
+    for name, heading in (("eval_base", "Base model"), ("eval_tuned", "Fine-tuned model (base + LoRA adapter)")):
+        stage = stages.get(stage_name(name, setting))
+        results = _json(stage.out / "results.json") if stage else None
         if results:
-            lines += [f"### {title}", "", results_table_md(results), ""]
-    chart = stages["eval_tuned"].out / "results.png"
-    if chart.is_file():
-        lines += [f"![results beside the published comparators]({_rel(chart)})", ""]
+            lines += [f"### {heading}", "", results_table_md(results), ""]
+    tuned = stages.get(stage_name("eval_tuned", setting))
+    if tuned and (tuned.out / "results.png").is_file():
+        lines += [f"![results beside the published comparators]({_rel(tuned.out / 'results.png')})", ""]
     return lines
 
 
-def compare_section(stages: dict[str, Stage]) -> list[str]:
-    if "compare" not in stages:
-        return []
+def compare_section(stages: dict[str, Stage], setting: str = "", title: str = "") -> list[str]:
     from sm70.eval.compare import compare_table_md
+    from sm70.pipeline.run import stage_name
 
-    comparison = _json(stages["compare"].out / "compare.json")
+    stage = stages.get(stage_name("compare", setting))
+    comparison = _json(stage.out / "compare.json") if stage else None
     if not comparison:
         return []
-    return ["## Base vs fine-tuned (paired, same items)", "", compare_table_md(comparison), ""]
+    return [f"## Base vs fine-tuned (paired, same items){': ' + title if title else ''}", "",
+            compare_table_md(comparison), ""]
 
 
 def write_pipeline_report(cfg: PipelineConfig, stages: dict[str, Stage], state: State) -> Path:
@@ -104,8 +105,9 @@ def write_pipeline_report(cfg: PipelineConfig, stages: dict[str, Stage], state: 
     lines += [f"- {name}: {state.get(name).get('seconds', 'skipped')} s" for name in stages]
     lines += [""]
     # What a reviewer asks first (how good, and is the difference real) comes before how it was made.
-    lines += results_section(stages)
-    lines += compare_section(stages)
+    for setting in cfg.eval_settings():
+        lines += results_section(stages, setting, setting)
+        lines += compare_section(stages, setting, setting)
     lines += train_section(stages["train"].out)
     lines += data_section(stages["data"].out)
     lines += ["## Serve the fine-tuned model", "", f"    {serve_command(cfg, stages)}", ""]

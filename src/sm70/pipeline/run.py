@@ -80,27 +80,47 @@ def build_stages(cfg: PipelineConfig) -> dict[str, Stage]:
     else:
         model_dir, model_after = Path(cfg.model), ()
     model = str(model_dir)
+    # A real model counts tokens (and renders `template: chat`) with its own tokenizer.
+    tokenizer = [] if cfg.model == "tiny" else [f"tokenizer={model}"]
     stages["data"] = Stage("data", ("data", "build"), out / "data", _recipe(cfg.data),
-                           [*_sets(cfg.data), f"out={out / 'data'}"])
+                           [*_sets(cfg.data), *tokenizer, f"out={out / 'data'}"])
     stages["train"] = Stage("train", ("train",), out / "train", _recipe(cfg.train),
                             [*_sets(cfg.train), f"model={model}", f"data={out / 'data'}", f"out={out / 'train'}"],
                             after=("data", *model_after), resumable=True)
-    eval_recipe = _recipe(cfg.eval)
-    real = eval_data_overrides(eval_recipe, cfg.data_dir)
+    for setting, ref in cfg.eval_settings().items():
+        stages.update(eval_stages(cfg, setting, ref, model, model_after))
+    return stages
+
+
+def stage_name(stage: str, setting: str) -> str:
+    return f"{stage}.{setting}" if setting else stage
+
+
+def stage_dir(out: Path, folder: str, setting: str) -> Path:
+    return out / (f"{folder}-{setting}" if setting else folder)
+
+
+def eval_stages(cfg: PipelineConfig, setting: str, ref: StageRef, model: str,
+                model_after: tuple[str, ...]) -> dict[str, Stage]:
+    """One evaluation setting: base and tuned model scored the same way, then compared item by item."""
+    out = Path(cfg.out)
+    recipe = _recipe(ref)
+    common = [*_sets(ref), *eval_data_overrides(recipe, cfg.data_dir), f"model={model}"]
+    base, tuned = stage_dir(out, "eval-base", setting), stage_dir(out, "eval-tuned", setting)
+    stages = {}
     if cfg.eval_base:
-        stages["eval_base"] = Stage("eval_base", ("eval",), out / "eval-base", eval_recipe,
-                                    [*_sets(cfg.eval), *real, f"model={model}", f"out={out / 'eval-base'}"],
-                                    after=model_after)
-    stages["eval_tuned"] = Stage("eval_tuned", ("eval",), out / "eval-tuned", eval_recipe,
-                                 [*_sets(cfg.eval), *real, f"model={model}",
-                                  f"adapter={out / 'train' / 'adapter'}", f"out={out / 'eval-tuned'}"],
-                                 after=("train", *model_after))
+        stages[stage_name("eval_base", setting)] = Stage(
+            stage_name("eval_base", setting), ("eval",), base, recipe, [*common, f"out={base}"], after=model_after)
+    stages[stage_name("eval_tuned", setting)] = Stage(
+        stage_name("eval_tuned", setting), ("eval",), tuned, recipe,
+        [*common, f"adapter={out / 'train' / 'adapter'}", f"out={tuned}"], after=("train", *model_after))
     if cfg.eval_base:
-        stages["compare"] = Stage("compare", ("compare",), out / "compare", None,
-                                  [f"run_a={out / 'eval-base'}", f"run_b={out / 'eval-tuned'}",
-                                   f"out={out / 'compare'}"],
-                                  after=("eval_base", "eval_tuned"),
-                                  is_complete=lambda d: (d / "compare.json").is_file())
+        compare = stage_dir(out, "compare", setting)
+        stages[stage_name("compare", setting)] = Stage(
+            stage_name("compare", setting), ("compare",), compare, None,
+            [f"run_a={base}", f"run_b={tuned}", f"out={compare}"],
+            after=(stage_name("eval_base", setting), stage_name("eval_tuned", setting)),
+            is_complete=lambda d: (d / "compare.json").is_file())
     return stages
 
 
@@ -166,7 +186,7 @@ def print_plan(cfg: PipelineConfig, stages: dict[str, Stage], state: State) -> i
             config = stage.config()
             digest = input_hash(stage, config, stages, out)
         except Sm70Error as e:
-            print(f"  {name:<11} cannot resolve its config: {e}")
+            print(f"  {name:<20} cannot resolve its config: {e}")
             dirty = True
             continue
         last = state.get(name)
@@ -176,7 +196,7 @@ def print_plan(cfg: PipelineConfig, stages: dict[str, Stage], state: State) -> i
             what, dirty = "resume the interrupted run", True
         else:
             what, dirty = "run", True
-        print(f"  {name:<11} {what:<28} -> {stage.out}")
+        print(f"  {name:<20} {what:<28} -> {stage.out}")
     train_cfg = stages["train"].config()
     plan = plan_memory(train_cfg, train_chars=expected_chars(stages["data"]))
     print("\ntraining memory plan:")
