@@ -8,7 +8,10 @@ For each: both wall times (model load + scoring), the speed ratio, the number of
 prediction differs (must be 0) and the largest per-choice log-likelihood difference. The last
 line is the MedQA ratio.
 
-    python bench/eval_throughput.py [--items 100] [--batch-size 8] [--threads N]
+    python bench/eval_throughput.py [--items 100] [--batch-size 8] [--threads N] [--model tiny|smollm2]
+
+`--model smollm2` scores the real SmolLM2-135M-Instruct (fetched into .cache/models) instead of the
+tiny bench shape.
 """
 
 from __future__ import annotations
@@ -25,9 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SM70_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
-def build_model(folder: Path) -> Path:
+def build_model(folder: Path, which: str = "tiny") -> Path:
     from sm70.config import load_config
     from sm70.model.tiny import TinyModelConfig, build_tiny_model
+
+    if which == "smollm2":
+        from sm70.model.fetch import FetchConfig, fetch
+
+        return fetch(load_config(FetchConfig, name="smollm2-135m-instruct",
+                                 out=str(ROOT / ".cache" / "models" / "smollm2-135m-instruct")))
 
     return build_tiny_model(load_config(TinyModelConfig, out=str(folder / "model"), hidden_size=512, num_layers=8,
                                         intermediate_size=1408, vocab_size=4000))
@@ -68,6 +77,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--model", choices=["tiny", "smollm2"], default="tiny")
     args = parser.parse_args()
     import torch
 
@@ -80,10 +90,10 @@ def main() -> None:
     if not medqa_file.is_file():
         sys.exit(f"{medqa_file}: not found (the real MedQA test file is needed)")
     n, bs = args.items, args.batch_size
-    print(f"items {n}, batch size {bs}, torch threads {torch.get_num_threads()}", flush=True)
+    print(f"model {args.model}, items {n}, batch size {bs}, torch threads {torch.get_num_threads()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = build_model(tmp)
+        model = build_model(tmp, args.model)
         tasks = tmp / "lmeval_tasks"
 
         medqa = load_task("medqa", medqa_file)
@@ -100,7 +110,7 @@ def main() -> None:
         ours = run_sm70(model, tmp / "pubmedqa", task="pubmedqa", data=str(DATA / "pubmedqa"), limit=n,
                         prompt="lm-eval", batch_size=bs)
         compare("PubMedQA 0-shot letter", ours, theirs, [list(i.options) for i in pubmedqa])
-    print(f"MedQA 5-shot option-text speed ratio (lm-eval / sm70 eval): {medqa_ratio:.2f}x")
+    print(f"MedQA 5-shot option-text speed ratio (lm-eval / sm70 eval, {args.model}): {medqa_ratio:.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ dropout 0.05, all linear layers), same pool of Medical Meadow rows, micro-batch 
 number of optimizer steps, adamw_torch, no gradient checkpointing. Each side runs in its own child
 process so that its peak RSS is its own. Useful tokens = tokens of real examples read (padding excluded).
 
-    .venv/bin/python bench/train_throughput.py [--steps 8] [--rows 1024]
+    .venv/bin/python bench/train_throughput.py [--steps 8] [--rows 1024] [--model tiny|smollm2]
+
+`--model smollm2` trains the real SmolLM2-135M-Instruct (fetched by `sm70 model fetch` into
+.cache/models) instead of the tiny shape, on the same rows rendered with its chat template.
 
 The CPU here is shared, so the figures are noisy; the ratio is the comparable number.
 """
@@ -98,14 +101,17 @@ def timed(trainer, pad_id: int) -> dict:
             "peak_rss_gib": peak_rss_gib()}
 
 
-def write_pool(out: Path, n: int) -> Path:
-    """The same seeded sample of Medical Meadow rows for both sides, in the data stage's format."""
+def write_pool(out: Path, n: int, tokenizer=None) -> Path:
+    """The same seeded sample of Medical Meadow rows for both sides, in the data stage's format
+    (through the model's chat template when a tokenizer is given)."""
     from sm70.render import apply_template
 
     records = json.loads(ROWS.read_text())
     random.Random(SEED).shuffle(records)
+    template = "chat" if tokenizer is not None else "medalpaca"
     rows = [{"id": f"mm-{i}", "source": "medical_meadow",
-             "prompt": apply_template("medalpaca", r["instruction"], r["input"]), "completion": r["output"]}
+             "prompt": apply_template(template, r["instruction"], r["input"], tokenizer=tokenizer),
+             "completion": r["output"]}
             for i, r in enumerate(records[:n]) if r["output"].strip()]
     out.mkdir(parents=True, exist_ok=True)
     (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -117,8 +123,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per side")
     parser.add_argument("--rows", type=int, default=1024, help="size of the shared row pool")
+    parser.add_argument("--model", dest="which", choices=["tiny", "smollm2"], default="tiny",
+                        help="tiny: the bench shape; smollm2: the real SmolLM2-135M-Instruct")
     parser.add_argument("--side", choices=["baseline", "sm70"], help=argparse.SUPPRESS)
-    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", dest="model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:  # child process: one side, one JSON line
@@ -132,11 +140,19 @@ def main() -> int:
     from sm70.model.tiny import TinyModelConfig, build_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="sm70-bench-"))
-    model = build_tiny_model(load_config(TinyModelConfig, out=str(work / "model"), **SHAPE))
-    data = write_pool(work / "data", args.rows)
+    if args.which == "smollm2":
+        from sm70.model.fetch import FetchConfig, fetch
+        from sm70.model.load import load_tokenizer
+
+        model = fetch(load_config(FetchConfig, name="smollm2-135m-instruct",
+                                  out=str(ROOT / ".cache" / "models" / "smollm2-135m-instruct")))
+        data = write_pool(work / "data", args.rows, load_tokenizer(model))
+    else:
+        model = build_tiny_model(load_config(TinyModelConfig, out=str(work / "model"), **SHAPE))
+        data = write_pool(work / "data", args.rows)
     results = {}
     for side in ("baseline", "sm70"):
-        done = subprocess.run([sys.executable, __file__, "--side", side, "--model", str(model), "--data", str(data),
+        done = subprocess.run([sys.executable, __file__, "--side", side, "--model-dir", str(model), "--data", str(data),
                                "--steps", str(args.steps)], capture_output=True, text=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
@@ -149,7 +165,7 @@ def main() -> int:
               f" {100 * r['padding']:.0f}% padding), peak RSS {r['peak_rss_gib']:.2f} GiB (widest batch"
               f" {MICRO_BATCH}x{r['widest']})")
     base, ours = results["baseline"], results["sm70"]
-    print(f"train throughput: sm70 {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x baseline useful tokens/s "
+    print(f"train throughput ({args.which}): sm70 {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x baseline useful tokens/s "
           f"({ours['tokens_per_s']:.0f} vs {base['tokens_per_s']:.0f}; {args.steps} steps of {MICRO_BATCH}x"
           f"{MAX_LENGTH}), peak RSS {ours['peak_rss_gib']:.2f} vs {base['peak_rss_gib']:.2f} GiB")
     return 0

@@ -76,3 +76,17 @@ def test_merge_keeps_tokenizer_template_tied_weights_and_logits(real_run, smollm
         base = load_model(smollm2)(**batch).logits
     torch.testing.assert_close(merged, stacked, rtol=1e-4, atol=2e-4)
     assert (merged - base).abs().max() > 1e-3  # the adapter changed something, so the match means something
+
+
+def test_under_nf4_the_tied_head_stays_unquantized_and_shared(smollm2):
+    """What QLoRA does to a tied lm_head: bitsandbytes quantizes the decoder's linear layers only; the
+    embedding and the head that shares its weight stay in the compute dtype, one tensor, frozen."""
+    import bitsandbytes as bnb
+    import torch
+
+    from sm70.model.load import load_model
+
+    model = load_model(smollm2, quant="nf4")
+    assert type(model.lm_head) is torch.nn.Linear
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert isinstance(model.model.layers[0].mlp.down_proj, bnb.nn.Linear4bit)
