@@ -79,3 +79,66 @@ def server(tiny_model, keys, tmp_path_factory):
     live.key = keys["alice"]
     yield live
     live.stop()
+
+
+def start_gateway(tmp: Path, upstreams: list[str], **overrides) -> LiveServer:
+    """`sm70 serve upstream=...` in a thread on loopback, in front of the given engines."""
+    from sm70.serve.main import ServeConfig, build
+
+    values = {"upstream": ",".join(upstreams), "audit_log": str(tmp / "gateway-audit.log"),
+              "health_interval_s": 0.3, "log_level": "warning", **overrides}
+    values.setdefault("auth", "keys" if "keys" in overrides else "none")
+    cfg = load_config(ServeConfig, **values)
+    app, engine = build(cfg)
+    return LiveServer(app, engine, cfg)
+
+
+class Engine:
+    """A real `sm70 serve` of the tiny model in its own process, so a test can SIGKILL it."""
+
+    def __init__(self, model: Path, tmp: Path, port: int, *args: str):
+        import subprocess
+        import sys
+
+        self.spec = (model, tmp, port, *args)
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
+        self.audit_log = tmp / f"engine-{port}.log"
+        self.argv = [sys.executable, "-m", "sm70.cli", "serve", f"model={model}", f"port={port}",
+                     f"audit_log={self.audit_log}", "max_context=1024", "threads=1", "log_level=warning", *args]
+        if not any(a.startswith("keys=") for a in args):
+            self.argv.append("auth=none")
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+    def wait(self, timeout: float = 90) -> "Engine":
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "engine did not start"
+            time.sleep(0.2)
+
+    def restart(self) -> "Engine":
+        self.__init__(*self.spec)
+        return self.wait()
+
+    def kill(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

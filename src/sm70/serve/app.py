@@ -26,12 +26,15 @@ STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "tex
 
 def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostPolicy | None = None,
               scrub=None, open_access: bool = False) -> Gate:
-    app = FastAPI(title="sm70", docs_url=None, redoc_url=None, openapi_url=None)
+    # upstream mode's service owns an HTTP client and a health loop, started and stopped with the app
+    app = FastAPI(title="sm70", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=getattr(service, "lifespan", None))
     app.router.redirect_slashes = False
 
     def problems() -> list[str]:
         """Why the server cannot answer now (each also logged once when it began)."""
-        return [p for p in (audit.error if audit is not None else None, keys.problem) if p]
+        return [p for p in (audit.error if audit is not None else None, keys.problem,
+                            getattr(service, "problem", None)) if p]
 
     @app.get("/health")
     async def health():

@@ -45,11 +45,13 @@ class AuditRecord:
     outcome: str | None = None
     prompt: str | None = None                       # raw text, kept only when content is audited
     completion: list[str] | None = None             # streamed parts, joined (and scrubbed) when written
+    upstream: str | None = None                     # upstream mode: the engine (host:port) that answered
     cancel: Callable[[], None] | None = field(default=None, repr=False)
 
     def fields(self) -> dict:
+        extra = {"upstream": self.upstream} if self.upstream else {}
         return {"user": self.user, "model": self.model, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens}
+                "completion_tokens": self.completion_tokens, **extra}
 
 
 class AuditLog:

@@ -1,4 +1,5 @@
-"""`sm70 serve model=DIR [adapter=DIR] [quant=nf4] keys=FILE audit_log=FILE host=127.0.0.1 port=8000`.
+"""`sm70 serve model=DIR [adapter=DIR] [quant=nf4] keys=FILE audit_log=FILE host=127.0.0.1 port=8000`,
+or `sm70 serve upstream=URL[,URL...] [upstream_key=FILE] ...` in front of OpenAI-compatible engines.
 
 Private by default: a keys file is required, even on loopback, because "loopback" still means
 every local user and process, and any web page that rebinds a name to 127.0.0.1. Serving without
@@ -13,7 +14,7 @@ import signal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
@@ -24,7 +25,13 @@ log = logging.getLogger("sm70.serve")
 
 
 class ServeConfig(Config):
-    model: Path
+    model: Path | None = None
+    upstream: list[str] = Field(default_factory=list, description="OpenAI-compatible engines to proxy "
+                                "(comma-separated base URLs, e.g. http://10.0.0.5:8000/v1), instead of model=")
+    upstream_key: Path | None = Field(None, description="file holding the engines' API key (default: "
+                                      "$SM70_UPSTREAM_KEY); sent to them only")
+    upstream_timeout_s: float = Field(300.0, gt=0, description="longest wait for an engine's next bytes")
+    health_interval_s: float = Field(2.0, gt=0, description="seconds between engine health checks")
     adapter: Path | None = None
     quant: Literal["none", "nf4"] = "none"
     dtype: str = "auto"
@@ -51,7 +58,14 @@ class ServeConfig(Config):
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
+    ssl_certfile: Path | None = Field(None, description="TLS certificate chain (PEM); with ssl_keyfile")
+    ssl_keyfile: Path | None = None
     log_level: str = "info"
+
+    @field_validator("upstream", mode="before")
+    @classmethod
+    def _split(cls, v):
+        return [u for u in v.split(",") if u.strip()] if isinstance(v, str) else v
 
 
 def check_access(cfg: ServeConfig, keys) -> None:
@@ -82,6 +96,31 @@ def open_audit(cfg: ServeConfig):
     return AuditLog(cfg.audit_log, key)
 
 
+def check_shape(cfg: ServeConfig) -> None:
+    if (cfg.model is None) == (not cfg.upstream):
+        raise Sm70Error("give exactly one of model=DIR (run the model here) or upstream=URL[,URL...] "
+                        "(proxy OpenAI-compatible engines)")
+    if (cfg.ssl_certfile is None) != (cfg.ssl_keyfile is None):
+        raise Sm70Error("ssl: give both ssl_certfile= and ssl_keyfile=, or neither")
+    for name in ("ssl_certfile", "ssl_keyfile", "upstream_key"):
+        path = getattr(cfg, name)
+        if path is not None and not path.is_file():
+            raise Sm70Error(f"{name}: {path} not found")
+
+
+def open_upstreams(cfg: ServeConfig):
+    import os
+
+    from sm70.serve.upstream.pool import Pool
+    from sm70.serve.upstream.proxy import ProxyService
+
+    key = cfg.upstream_key.read_text().strip() if cfg.upstream_key else os.environ.get("SM70_UPSTREAM_KEY")
+    pool = Pool(cfg.upstream, key or None, timeout_s=cfg.upstream_timeout_s, health_interval_s=cfg.health_interval_s)
+    service = ProxyService(pool, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
+                           default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
+    return service, pool, {"upstreams": ",".join(u.name for u in pool.upstreams)}
+
+
 def build(cfg: ServeConfig):
     """The ASGI app and the engine behind it (the engine must be closed by the caller)."""
     from sm70.model.load import ensure_offline, fingerprint
@@ -93,6 +132,7 @@ def build(cfg: ServeConfig):
     from sm70.serve.serving import Service
 
     ensure_offline()
+    check_shape(cfg)
     keys = KeyStore(cfg.keys if cfg.auth == "keys" else None)
     check_access(cfg, keys)
     scrub = Scrubber(cfg.phi_patterns) if cfg.audit_content else None
@@ -100,6 +140,11 @@ def build(cfg: ServeConfig):
     if cfg.auth == "none":
         log.warning("auth=none: NO API KEYS. Every local user and process that can reach %s:%s can use the "
                     "model; requests are audited as user 'local'", cfg.host, cfg.port)
+    if cfg.upstream:
+        service, engine, prints = open_upstreams(cfg)
+        app = build_app(service, keys, audit, prints, hosts=HostPolicy.for_bind(cfg.host, cfg.allowed_hosts),
+                        scrub=scrub, open_access=cfg.auth == "none")
+        return app, engine
     spec = EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, dtype=cfg.dtype,
                       served_name=cfg.served_name, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                       max_context=cfg.max_context, tensor_parallel_size=cfg.tensor_parallel_size,
@@ -121,6 +166,7 @@ def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):
     # access_log off: request lines are in the audit log, with users instead of addresses
     return uvicorn.Config(app, host=cfg.host, port=cfg.port if port is None else port, log_level=cfg.log_level,
                           access_log=False, ws="none", server_header=False,
+                          ssl_certfile=cfg.ssl_certfile, ssl_keyfile=cfg.ssl_keyfile,
                           http=guarded_protocol(cfg.max_connections, cfg.header_timeout_s))
 
 

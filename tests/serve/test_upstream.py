@@ -1,0 +1,182 @@
+"""`sm70 serve upstream=...` in front of two real engines (`sm70 serve` processes of the tiny model),
+with the official OpenAI client: the same answers, keys, checks and audit; one engine SIGKILLed under
+load; brought back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+
+import httpx
+import pytest
+
+from sm70.cli import main
+
+from .conftest import Engine, free_port, make_key, start_gateway
+
+openai = pytest.importorskip("openai")
+CHAT = [{"role": "user", "content": "What is the first-line treatment for anaphylaxis?"}]
+FIXED = {"temperature": 0, "seed": 1, "extra_body": {"ignore_eos": True}}
+
+
+@pytest.fixture(scope="module")
+def cluster(tiny_model, keys, tmp_path_factory):
+    """Two engines that need their own key, and a gateway that holds it (clients use theirs)."""
+    tmp = tmp_path_factory.mktemp("cluster")
+    engine_keys = tmp / "engine-keys.json"
+    (tmp / "upstream.key").write_text(make_key(engine_keys, "gateway") + "\n")
+    engines = [Engine(tiny_model, tmp, free_port(), f"keys={engine_keys}") for _ in range(2)]
+    try:
+        for e in engines:
+            e.wait()
+        gateway = start_gateway(tmp, [e.url + "/v1" for e in engines], keys=str(keys["file"]),
+                                upstream_key=str(tmp / "upstream.key"), audit_content=True)
+        gateway.key = keys["alice"]
+        gateway.engines = engines
+        yield gateway
+        gateway.stop()
+    finally:
+        for e in engines:
+            e.kill()
+
+
+def client(gateway, **kw):
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=gateway.key, max_retries=0, **kw)
+
+
+def lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def ready(gateway) -> dict:
+    return httpx.get(gateway.url + "/ready", headers={"Authorization": f"Bearer {gateway.key}"}).json()
+
+
+def test_openai_client_through_the_gateway(cluster):
+    c = client(cluster)
+    assert [m.id for m in c.models.list().data] == ["model"]
+    r = c.chat.completions.create(model="model", messages=CHAT, max_tokens=8, **FIXED)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 8
+    assert "not a certified medical device" in r.model_extra["disclaimer"]
+    chunks = list(c.chat.completions.create(model="model", messages=CHAT, max_tokens=8, stream=True,
+                                            stream_options={"include_usage": True}, **FIXED))
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == r.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == 8 and chunks[0].model_extra["disclaimer"]
+    assert len([ch for ch in chunks if ch.choices and ch.choices[0].delta.content]) > 1   # passed through, not buffered
+
+    p = c.completions.create(model="model", prompt="The patient", max_tokens=6, **FIXED)
+    s = list(c.completions.create(model="model", prompt="The patient", max_tokens=6, stream=True, **FIXED))
+    assert "".join(ch.choices[0].text for ch in s) == p.choices[0].text and p.usage.completion_tokens == 6
+    assert all(ch.usage is None for ch in s)   # the engine's usage chunks are not forced on the client
+
+    # the engine saw the gateway's credential, never the client's, and got the default system prompt
+    seen = [e for eng in cluster.engines for e in lines(eng.audit_log) if e["endpoint"].startswith("POST")]
+    assert seen and {e["user"] for e in seen} == {"gateway"}
+    mine = [e for e in lines(cluster.audit_log) if e["endpoint"] == "POST /v1/chat/completions"]
+    assert mine[0]["user"] == "alice" and "decision-support assistant" in mine[0]["prompt"]
+    assert mine[0]["completion"] == r.choices[0].message.content and mine[0]["upstream"].startswith("127.0.0.1:")
+    assert main(["audit", "verify", str(cluster.audit_log)]) == 0
+
+
+@pytest.mark.parametrize("body, status, param", [
+    ({"messages": CHAT, "temperature": 3}, 400, "temperature"),
+    ({"messages": []}, 400, "messages"),
+    ({"messages": CHAT, "model": "nope"}, 404, "model"),
+    ({"messages": CHAT, "max_tokens": 5000}, 400, "max_tokens"),   # the engine's own context check, passed on
+])
+def test_bad_requests_get_the_same_answers(cluster, body, status, param):
+    r = httpx.post(cluster.url + "/v1/chat/completions", json=body,
+                   headers={"Authorization": f"Bearer {cluster.key}"}, timeout=30)
+    assert r.status_code == status and r.json()["error"]["param"] == param, r.text
+
+
+def test_gate_still_guards(cluster):
+    assert httpx.post(cluster.url + "/v1/completions", json={"prompt": "x"}).status_code == 401
+    assert httpx.get(cluster.url + "/v1/models", headers={"Host": "rebind.example"}).status_code == 421
+    assert httpx.get(cluster.url + "/").status_code == 200 and httpx.get(cluster.url + "/health").json() == {
+        "status": "ok"}
+    assert [u["healthy"] for u in ready(cluster)["stats"]["upstreams"]] == [True, True]
+
+
+def test_sigkill_one_engine_under_load(cluster, tmp_path):
+    n_before = len(lines(cluster.audit_log))
+    victim, survivor = cluster.engines
+    results: list[tuple[bool, str]] = []       # (stream, "ok" | "http <status>" | "stream error")
+    started = threading.Barrier(5)
+
+    def worker(i: int):
+        c = client(cluster, timeout=60)
+        started.wait()
+        for j in range(4):
+            stream = (i + j) % 2 == 0
+            try:
+                if stream:
+                    chunks = list(c.completions.create(model="model", prompt="The patient", max_tokens=48,
+                                                       stream=True, stream_options={"include_usage": True},
+                                                       **FIXED))
+                    assert chunks[-1].usage.completion_tokens == 48
+                else:
+                    r = c.completions.create(model="model", prompt="The patient", max_tokens=48, **FIXED)
+                    assert r.usage.completion_tokens == 48 and r.choices[0].finish_reason == "length"
+                results.append((stream, "ok"))
+            except openai.APIStatusError as e:
+                assert e.status_code in (502, 503), e
+                results.append((stream, f"http {e.status_code}"))
+            except openai.APIError as e:   # an SSE error event mid-stream
+                assert "incomplete" in str(e.message), e
+                results.append((stream, "stream error"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    time.sleep(0.6)
+    victim.kill()
+    for t in threads:
+        t.join(timeout=90)
+    assert len(results) == 16 and sum(r == "ok" for _, r in results) >= 8, results
+
+    # taken out; new requests go to the survivor
+    served = {u["name"]: u["served"] for u in ready(cluster)["stats"]["upstreams"]}
+    assert [u["healthy"] for u in ready(cluster)["stats"]["upstreams"]] == [False, True]
+    for _ in range(3):
+        assert client(cluster).completions.create(model="model", prompt="x", max_tokens=2).choices[0].text
+    after = {u["name"]: u["served"] for u in ready(cluster)["stats"]["upstreams"]}
+    assert after[f"127.0.0.1:{survivor.port}"] == served[f"127.0.0.1:{survivor.port}"] + 3
+
+    # one line per request, two per opened stream; the broken streams are on record as such
+    new = lines(cluster.audit_log)[n_before:]
+    by_request = defaultdict(list)
+    for e in new:
+        by_request[e["request"]].append(e)
+    assert len(by_request) == 16 + 3
+    errors = sum(1 for e in new if e["outcome"] == "upstream_error")
+    assert errors == sum(r == "stream error" for _, r in results)
+    for entries in by_request.values():
+        assert len(entries) == (2 if entries[0]["outcome"] == "streaming" else 1)
+    assert main(["audit", "verify", str(cluster.audit_log)]) == 0
+
+    # restarted, it is found healthy and used again
+    victim.restart()
+    deadline = time.monotonic() + 20
+    while not all(u["healthy"] for u in ready(cluster)["stats"]["upstreams"]):
+        assert time.monotonic() < deadline, ready(cluster)
+        time.sleep(0.2)
+    for _ in range(4):
+        client(cluster).completions.create(model="model", prompt="x", max_tokens=2)
+    final = {u["name"]: u["served"] for u in ready(cluster)["stats"]["upstreams"]}
+    assert final[f"127.0.0.1:{victim.port}"] > after[f"127.0.0.1:{victim.port}"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "exactly one of model=DIR"),
+    (["model=/tmp/m", "upstream=http://127.0.0.1:1/v1"], "exactly one of model=DIR"),
+    (["upstream=ftp://127.0.0.1:1/v1"], "not an http(s) URL"),
+    (["upstream=http://u:secret@127.0.0.1:1/v1"], "not in the URL"),
+    (["upstream=http://127.0.0.1:1/v1", "ssl_certfile=/tmp/c.pem"], "both ssl_certfile"),
+])
+def test_bad_shapes_are_refused(args, message, tmp_path, capsys):
+    assert main(["serve", *args, "auth=none", f"audit_log={tmp_path / 'a.log'}"]) == 2
+    assert message in capsys.readouterr().err
