@@ -42,6 +42,7 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("chat",): Command("sm70.serve.chat", "ChatConfig", "chat", help="terminal chat"),
     ("keys", "add"): Command("sm70.serve.auth", "KeysConfig", "add_key", ("name",), "create an API key"),
     ("keys", "revoke"): Command("sm70.serve.auth", "KeysConfig", "revoke_key", ("name",), "revoke an API key"),
+    ("keys", "list"): Command("sm70.serve.auth", "KeysListConfig", "list_keys", help="names, dates, limits, last use"),
     ("audit", "verify"): Command("sm70.serve.audit", "VerifyConfig", "verify", ("log",),
                                  "check an audit log's hash chain"),
     ("run",): Command("sm70.pipeline", "PipelineConfig", "run_pipeline", help="the whole pipeline from one file"),

@@ -98,6 +98,16 @@ def test_gate_still_guards(cluster):
     assert httpx.get(cluster.url + "/").status_code == 200 and httpx.get(cluster.url + "/health").json() == {
         "status": "ok"}
     assert [u["healthy"] for u in ready(cluster)["stats"]["upstreams"]] == [True, True]
+    text = httpx.get(cluster.url + "/metrics", headers={"Authorization": f"Bearer {cluster.key}"}).text
+    for e in cluster.engines:
+        assert f'sm70_upstream_healthy{{upstream="127.0.0.1:{e.port}"}} 1' in text
+
+
+def open_streams(gateway, skip: int, upstream: str) -> list[str]:
+    entries = lines(gateway.audit_log)[skip:]
+    ended = {e["request"] for e in entries if e["outcome"] != "streaming"}
+    return [e["request"] for e in entries if e["outcome"] == "streaming" and e.get("upstream") == upstream
+            and e["request"] not in ended]
 
 
 def test_sigkill_one_engine_under_load(cluster, tmp_path):
@@ -113,10 +123,10 @@ def test_sigkill_one_engine_under_load(cluster, tmp_path):
             stream = (i + j) % 2 == 0
             try:
                 if stream:
-                    chunks = list(c.completions.create(model="model", prompt="The patient", max_tokens=48,
+                    chunks = list(c.completions.create(model="model", prompt="The patient", max_tokens=128,
                                                        stream=True, stream_options={"include_usage": True},
                                                        **FIXED))
-                    assert chunks[-1].usage.completion_tokens == 48
+                    assert chunks[-1].usage.completion_tokens == 128
                 else:
                     r = c.completions.create(model="model", prompt="The patient", max_tokens=48, **FIXED)
                     assert r.usage.completion_tokens == 48 and r.choices[0].finish_reason == "length"
@@ -132,11 +142,15 @@ def test_sigkill_one_engine_under_load(cluster, tmp_path):
     for t in threads:
         t.start()
     started.wait()
-    time.sleep(0.6)
+    deadline = time.monotonic() + 30
+    while not open_streams(cluster, n_before, f"127.0.0.1:{victim.port}"):   # kill it mid-answer
+        assert time.monotonic() < deadline, "no stream reached the victim"
+        time.sleep(0.01)
     victim.kill()
     for t in threads:
         t.join(timeout=90)
     assert len(results) == 16 and sum(r == "ok" for _, r in results) >= 8, results
+    assert any(r == "stream error" for _, r in results), results
 
     # taken out; new requests go to the survivor
     served = {u["name"]: u["served"] for u in ready(cluster)["stats"]["upstreams"]}
@@ -153,7 +167,7 @@ def test_sigkill_one_engine_under_load(cluster, tmp_path):
         by_request[e["request"]].append(e)
     assert len(by_request) == 16 + 3
     errors = sum(1 for e in new if e["outcome"] == "upstream_error")
-    assert errors == sum(r == "stream error" for _, r in results)
+    assert errors == sum(r == "stream error" for _, r in results), (results, [(e["outcome"], e["status"]) for e in new])
     for entries in by_request.values():
         assert len(entries) == (2 if entries[0]["outcome"] == "streaming" else 1)
     assert main(["audit", "verify", str(cluster.audit_log)]) == 0

@@ -12,12 +12,14 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sm70.serve.audit import AuditUnavailable
 from sm70.serve.gate import Gate
 from sm70.serve.hosts import HostPolicy
+from sm70.serve.limits import Limiter
+from sm70.serve.metrics import Metrics
 from sm70.serve.protocol import ChatRequest, CompletionRequest, error_body
 from sm70.serve.serving import HTTPError, Service
 
@@ -49,6 +51,12 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
             return JSONResponse({"ready": False, "problems": problems()}, 503)
         return {"ready": True, "models": service.engine.model_ids, "max_context": service.engine.max_context,
                 "stats": service.engine.snapshot()}
+
+    metrics = Metrics()
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(metrics.render(service.engine.snapshot()), media_type="text/plain; version=0.0.4")
 
     @app.get("/v1/models")
     async def models():
@@ -105,7 +113,7 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
         return JSONResponse(error_body("internal error; the server log has the details", "server_error"), 500)
 
     return Gate(app, keys=keys, hosts=hosts or HostPolicy.for_bind("127.0.0.1"), audit=audit, scrub=scrub,
-                fingerprints=fingerprints, open_access=open_access)
+                fingerprints=fingerprints, open_access=open_access, limiter=Limiter(), metrics=metrics)
 
 
 def describe_invalid(e: RequestValidationError) -> tuple[str, str | None]:

@@ -1,4 +1,5 @@
-"""Per-user API keys: `sm70 keys add NAME keys=FILE`, `sm70 keys revoke NAME keys=FILE`.
+"""Per-user API keys: `sm70 keys add NAME keys=FILE [rpm=60] [tpm=20000] [expires=2027-06-30]`,
+`sm70 keys revoke NAME keys=FILE`, `sm70 keys list keys=FILE` (never shows a key).
 
 A key reads `sm70-<id>-<secret>`. The file stores, per user, the id, a random salt and the scrypt
 hash of the whole key, never the key itself; the id picks the one record to check, so a request
@@ -8,7 +9,9 @@ costs one scrypt however many users there are. A key whose id is unknown costs o
 The file is written 0600 from its first byte and refused when group or other may read or write
 it. The server re-reads the file when it changes, so a revocation takes effect without a
 restart; if the new version cannot be read, requests fail with 503 (`KeysUnavailable`) rather
-than falling back to keys that may have been revoked since.
+than falling back to keys that may have been revoked since. A key is refused after the day its
+`expires` names (UTC). The server notes each user's last use in `FILE.used` (written at most every
+`USED_EVERY_S`), so the keys file itself is only ever written by `sm70 keys`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ import secrets
 import stat
 import threading
 import time
+from datetime import date, datetime, timezone
 from pathlib import Path
+
+from pydantic import Field
 
 from sm70.atomic import write_json
 from sm70.config import Config
@@ -37,6 +43,7 @@ MAX_KEYS_FILE = 16 << 20
 # scrypt takes 16 MiB and tens of ms: a flood of bad keys queues here instead of exhausting memory
 _SCRYPT_SLOTS = threading.BoundedSemaphore(2)
 _DUMMY = {"salt": "00" * 16, "hash": "00" * 32}
+USED_EVERY_S = 30.0
 
 
 class KeysUnavailable(Sm70Error):
@@ -46,6 +53,22 @@ class KeysUnavailable(Sm70Error):
 class KeysConfig(Config):
     name: str
     keys: Path = Path("keys.json")
+    rpm: int | None = Field(None, ge=1, description="requests per minute this key may make (add only)")
+    tpm: int | None = Field(None, ge=1, description="prompt + completion tokens per minute (add only)")
+    expires: date | None = Field(None, description="last day (UTC) the key works (add only)")
+
+
+class KeysListConfig(Config):
+    keys: Path = Path("keys.json")
+
+
+def used_path(keys: Path) -> Path:
+    return keys.with_name(keys.name + ".used")
+
+
+def expired(rec: dict, today: date | None = None) -> bool:
+    end = rec.get("expires")
+    return bool(end) and (today or datetime.now(timezone.utc).date()) > date.fromisoformat(end)
 
 
 def hash_key(key: str, salt: bytes) -> str:
@@ -89,6 +112,14 @@ def read_keys(path: Path) -> dict[str, dict]:
             bytes.fromhex(rec["salt"])
         except ValueError:
             raise Sm70Error(f"{path}: users.{name}.salt: not hex (not an sm70 keys file)") from None
+        for field in ("rpm", "tpm"):
+            if rec.get(field) is not None and (type(rec[field]) is not int or rec[field] < 1):
+                raise Sm70Error(f"{path}: users.{name}.{field}: not a positive whole number")
+        if rec.get("expires") is not None:
+            try:
+                date.fromisoformat(rec["expires"])
+            except (TypeError, ValueError):
+                raise Sm70Error(f"{path}: users.{name}.expires: not a date such as 2027-06-30") from None
     return users
 
 
@@ -106,9 +137,27 @@ def add_key(cfg: KeysConfig) -> int:
     key = f"sm70-{key_id}-{secrets.token_urlsafe(32)}"
     salt = secrets.token_bytes(16)
     users[cfg.name] = {"id": key_id, "salt": salt.hex(), "hash": hash_key(key, salt),
-                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "revoked": None}
+                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "revoked": None,
+                       "rpm": cfg.rpm, "tpm": cfg.tpm, "expires": cfg.expires.isoformat() if cfg.expires else None}
     _write_keys(cfg.keys, users)
     print(key)  # shown once: only its salted hash is kept
+    return 0
+
+
+def list_keys(cfg: KeysListConfig) -> int:
+    users = read_keys(cfg.keys)
+    try:
+        used = json.loads(used_path(cfg.keys).read_text())
+    except (FileNotFoundError, ValueError):
+        used = {}
+    rows = [("name", "created", "expires", "rpm", "tpm", "last use", "state")]
+    for name, rec in users.items():
+        state = "revoked " + rec["revoked"] if rec.get("revoked") else "expired" if expired(rec) else "active"
+        rows.append((name, rec.get("created") or "-", rec.get("expires") or "never", str(rec.get("rpm") or "-"),
+                     str(rec.get("tpm") or "-"), used.get(name, "never") if isinstance(used, dict) else "?", state))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
@@ -131,13 +180,20 @@ class KeyStore:
         self._stamp = None
         self._by_id: dict[str, tuple[str, dict]] = {}
         self._verified: dict[str, str] = {}   # sha256(token) -> name, to spare scrypt on every request
+        self._records: dict[str, dict] = {}
+        self._used: dict[str, str] = {}
+        self._used_written = 0.0
         self.problem: str | None = None        # why the file on disk cannot be used now
         self._reload()                         # at start a bad file is an Sm70Error: no server without keys
 
     @property
     def active(self) -> int:
         self._reload()
-        return len(self._by_id)
+        return sum(not expired(rec) for _, rec in self._by_id.values())
+
+    def limits(self, name: str) -> tuple[int | None, int | None]:
+        rec = self._records.get(name, {})
+        return rec.get("rpm"), rec.get("tpm")
 
     def _reload(self) -> None:
         if self.path is None:
@@ -154,6 +210,7 @@ class KeyStore:
                 check_private(self.path, st)
             users = read_keys(self.path)
             self._by_id = {r["id"]: (name, r) for name, r in users.items() if not r.get("revoked")}
+            self._records = {name: r for name, r in self._by_id.values()}
             self._verified = {}
             self._stamp = stamp
 
@@ -180,12 +237,31 @@ class KeyStore:
         with self._lock:
             name = self._verified.get(digest)
             entry = self._by_id.get(match.group(1))
-        if name is not None:
-            return name
-        name, rec = entry if entry is not None else (None, _DUMMY)
-        ok = hmac.compare_digest(hash_key(token, bytes.fromhex(rec["salt"])), rec["hash"])
-        if not ok or name is None:
+        if name is None:
+            name, rec = entry if entry is not None else (None, _DUMMY)
+            ok = hmac.compare_digest(hash_key(token, bytes.fromhex(rec["salt"])), rec["hash"])
+            if not ok or name is None:
+                return None
+            with self._lock:
+                self._verified[digest] = name
+        if expired(self._records.get(name, {})):
             return None
-        with self._lock:
-            self._verified[digest] = name
+        self._note_use(name)
         return name
+
+    def _note_use(self, name: str) -> None:
+        now = time.time()
+        with self._lock:
+            self._used[name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+            if now - self._used_written < USED_EVERY_S:
+                return
+            self._used_written, used = now, dict(self._used)
+        try:
+            path = used_path(self.path)
+            try:
+                old = json.loads(path.read_text())
+            except (FileNotFoundError, ValueError):
+                old = {}
+            write_json(path, {**(old if isinstance(old, dict) else {}), **used}, mode=0o600)
+        except OSError as e:   # last use is a convenience: never a reason to refuse a request
+            log.warning("keys: cannot note last use in %s: %s", used_path(self.path), e.strerror)

@@ -1,7 +1,7 @@
 """The gate: what every request passes before the router, and every response on its way out.
 
 In order: the `Host` header (DNS rebinding), the API key (before a byte of the body is read, so an
-unauthenticated client cannot make the server buffer anything), then the body, read up to
+unauthenticated client cannot make the server buffer anything), the key's rate limits, then the body, read up to
 `max_body` bytes whether it is chunked or not. A refused body is never buffered: uvicorn discards
 what still arrives, and the connection guard (connections.py) closes the connection when no new
 request follows within the header deadline. (Closing at once would make the kernel reset the
@@ -48,9 +48,10 @@ def is_public(path: str) -> bool:
 
 class Gate:
     def __init__(self, app, *, keys, hosts, audit, scrub, fingerprints: dict, open_access: bool,
-                 max_body: int = MAX_BODY):
+                 max_body: int = MAX_BODY, limiter=None, metrics=None):
         self.app, self.keys, self.hosts, self.audit, self.scrub = app, keys, hosts, audit, scrub
         self.fingerprints, self.open_access, self.max_body = fingerprints, open_access, max_body
+        self.limiter, self.metrics = limiter, metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -82,6 +83,12 @@ class Gate:
             if ex.record.cancel is not None:
                 ex.record.cancel()
             await ex.finish()
+            record = ex.record
+            if ex.metered:
+                self.limiter.charge(record.user, record.prompt_tokens + record.completion_tokens)
+            if self.metrics is not None:
+                self.metrics.observe(ex.path, ex.status, time.monotonic() - ex.start, record.prompt_tokens,
+                                     record.completion_tokens)
 
     async def _admit(self, ex: "Exchange", scope, receive) -> bytes | None:
         """The request body if the request may go on to the router; None once it was answered."""
@@ -111,6 +118,15 @@ class Gate:
                                       "with `sm70 keys add NAME`)", "authentication_error",
                                  headers=[(b"www-authenticate", b"Bearer")])
                 return None
+            if self.limiter is not None and ex.path.startswith("/v1/"):
+                rpm, tpm = self.keys.limits(ex.record.user)
+                wait = self.limiter.admit(ex.record.user, rpm, tpm)
+                if wait is not None:
+                    await ex.respond(429, f"this key's rate limit is reached ({rpm or '-'} requests, {tpm or '-'} "
+                                          f"tokens per minute); retry after {wait} s", "rate_limit_error",
+                                     outcome="rate_limited", headers=[(b"retry-after", str(wait).encode())])
+                    return None
+                ex.metered = tpm is not None
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body:
             await ex.respond(413, f"request body over {self.max_body} bytes")
@@ -141,9 +157,10 @@ class Exchange:
         self.extra: dict = {}
         self.id = uuid.uuid4().hex[:16]
         self.start = time.monotonic()
-        # /ready needs a key but writes no line: monitors poll it, and it must still answer while
-        # the audit log is failing, to say so
-        self.audited = gate.audit is not None and not is_public(self.path) and self.path != "/ready"
+        # /ready and /metrics need a key but write no line: monitors poll them, and they must still
+        # answer while the audit log is failing, to say so
+        self.audited = gate.audit is not None and not is_public(self.path) and self.path not in ("/ready", "/metrics")
+        self.metered = False            # its tokens count against the key's tpm
         self.status: int | None = None  # None: no response was sent (the client left first)
         self.started = False            # the response's first byte was handed to the server
         self.streaming = False

@@ -211,7 +211,7 @@ class ProxyService:
         parts: list[str] = []
         if self.keep_text:
             record.completion = parts    # what was sent so far, if the client cuts the stream
-        deltas, first, finished = 0, True, False
+        deltas, first, finished, tail = 0, True, False, ""
         try:
             data = call.first
             while data is not None and data != "[DONE]":
@@ -245,10 +245,11 @@ class ProxyService:
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             record.outcome = "upstream_error"
             self.engine.fail(call.up, f"broke mid-stream ({type(e).__name__})")
-            yield _sse(error_body(BROKEN, "server_error", code="upstream_error"))
+            # one body with `[DONE]`: the gate writes the closing line before the client can read either
+            tail = _sse(error_body(BROKEN, "server_error", code="upstream_error"))
         finally:
             await call.close()
-        yield "data: [DONE]\n\n"
+        yield tail + "data: [DONE]\n\n"
 
 
 async def _read_quietly(response: httpx.Response) -> bytes:

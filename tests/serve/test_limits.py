@@ -1,0 +1,132 @@
+"""Per-key limits and expiry from the keys file, `sm70 keys list`, `/metrics`, and TLS, on real servers."""
+
+from __future__ import annotations
+
+import ssl
+import subprocess
+
+import httpx
+import pytest
+
+from sm70.cli import main
+from sm70.serve.limits import Limiter
+
+from .conftest import start_server
+
+openai = pytest.importorskip("openai")
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.mark.parametrize("rpm, tpm, charges, advance, expect", [
+    (2, None, [0, 0], 0, 60),        # two requests used the minute: the next waits for the first to leave
+    (2, None, [0, 0], 59.5, 1),
+    (2, None, [0, 0], 60, None),
+    (None, 100, [60, 50], 0, 60),    # 110 tokens: the oldest 60 must leave before the window has room
+    (None, 100, [60, 30], 0, None),
+    (None, None, [10**6], 0, None),  # no limits set: never refused
+])
+def test_limiter_window(rpm, tpm, charges, advance, expect):
+    clock = Clock()
+    lim = Limiter(clock)
+    for n in charges:
+        assert lim.admit("u", rpm, tpm) is None
+        lim.charge("u", n)
+    clock.t += advance
+    assert lim.admit("u", rpm, tpm) == expect
+    assert lim.admit("other", rpm, tpm) is None   # limits are per key
+
+
+def add(keys, name, *args):
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["keys", "add", name, f"keys={keys}", *args]) == 0
+    return out.getvalue().strip()
+
+
+@pytest.fixture(scope="module")
+def limited(tiny_model, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("limits")
+    keys = tmp / "keys.json"
+    tokens = {"fast": add(keys, "fast", "rpm=2"), "thrifty": add(keys, "thrifty", "tpm=10"),
+              "old": add(keys, "old", "expires=2020-01-01"), "ops": add(keys, "ops", "expires=2999-12-31")}
+    live = start_server(tiny_model, tmp, keys=str(keys))
+    live.tokens, live.keys_file = tokens, keys
+    yield live
+    live.stop()
+
+
+def call(live, who, path="/v1/completions", **body):
+    return httpx.post(live.url + path, json={"prompt": "The patient", "max_tokens": 4, **body},
+                      headers={"Authorization": f"Bearer {live.tokens[who]}"}, timeout=60)
+
+
+def test_rpm_tpm_and_expiry(limited):
+    assert [call(limited, "fast").status_code for _ in range(2)] == [200, 200]
+    r = call(limited, "fast")
+    assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    assert call(limited, "ops").status_code == 200                  # another key is not held back
+    assert call(limited, "thrifty", max_tokens=8).status_code == 200  # prompt + 8 tokens: past 10 per minute
+    assert call(limited, "thrifty").status_code == 429
+    assert call(limited, "old").status_code == 401                  # expired yesterday or long ago: refused
+    lines = limited.audit_log.read_text()
+    assert lines.count('"outcome": "rate_limited"') == 2
+
+
+def test_keys_list_never_shows_a_key(limited, capsys):
+    call(limited, "ops")
+    limited.app.keys._used_written = 0          # the server notes last use at most every 30 s
+    call(limited, "ops")
+    capsys.readouterr()
+    assert main(["keys", "list", f"keys={limited.keys_file}"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == {"fast", "thrifty", "old", "ops"}
+    assert "expired" in rows["old"] and "2999-12-31" in rows["ops"] and " 2 " in rows["fast"]
+    assert "never" not in rows["ops"].split("2999-12-31")[1]          # ops has a last use
+    assert not any(t in out or t.split("-")[1] in out for t in limited.tokens.values())
+
+
+def test_metrics_behind_a_key(limited):
+    assert httpx.get(limited.url + "/metrics").status_code == 401
+    call(limited, "ops", prompt="Jane Doe, MRN 123456, has chest pain")
+    r = httpx.get(limited.url + "/metrics", headers={"Authorization": f"Bearer {limited.tokens['ops']}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'sm70_requests_total{route="/v1/completions",status="200"}' in text
+    assert 'sm70_requests_total{route="/v1/completions",status="429"}' in text
+    assert "sm70_request_seconds_bucket{le=\"+Inf\"}" in text and "sm70_completion_tokens_total" in text
+    assert "sm70_queue_length" in text
+    assert not any(s in text for s in ("Jane", "MRN", "fast", "thrifty", "ops"))
+    assert "/metrics" not in limited.audit_log.read_text()     # polled by monitors: no audit line
+
+
+def test_tls_with_a_self_signed_certificate(tiny_model, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    live = start_server(tiny_model, tmp_path, ssl_certfile=str(cert), ssl_keyfile=str(key))
+    try:
+        url = live.url.replace("http://", "https://")
+        trust = ssl.create_default_context(cafile=str(cert))
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(url + "/health")                          # the system store does not know it
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(live.url + "/health")                     # plain HTTP is not answered
+        c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
+                          http_client=httpx.Client(verify=trust))
+        r = c.chat.completions.create(model="model", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert r.usage.completion_tokens >= 1 and r.model_extra["disclaimer"]
+    finally:
+        live.stop()
