@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from sm70.model.head import output_layer_off
+
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's default when neither config nor tokenizer says
 
 
@@ -131,7 +133,8 @@ class LoglikScorer:
         import torch
 
         if self._prefix is None or self._prefix[0] != prefix:
-            out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
+            with output_layer_off(self.model):  # only its key/values are needed, no logits
+                out = self.model(input_ids=torch.tensor([prefix], device=self.model.device), use_cache=True)
             self._prefix = (prefix, [(layer.keys, layer.values) for layer in out.cache.layers])
             self.stats["prefix_tokens"] += len(prefix)
         return self._prefix[1]
@@ -176,16 +179,27 @@ class LoglikScorer:
                 ~mask, torch.finfo(self.model.dtype).min)
         cache = DynamicCache(ddp_cache_data=[(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
                                              for k, v in prefix_kv]) if prefix_kv else None
-        out = self.model(input_ids=ids, cache=cache, attention_mask=mask, position_ids=positions)
-        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
-        results: list[list[float]] = []
+        # Logits only where a choice's token is predicted: the context's other positions need none.
+        with output_layer_off(self.model) as head:
+            hidden = self.model(input_ids=ids, cache=cache, attention_mask=mask, position_ids=positions).logits
+        wanted: list[tuple[int, int, int]] = []  # (row, position, token) for every scored token
         for i, (enc, marks) in enumerate(zip(batch, spans)):
             last = len(enc.context) - p - 1
-            scores = []
             for start, cont in marks:
                 # Token 0 is predicted by the context's last position, token t by the choice's token t-1.
-                where = torch.tensor([last] + list(range(start, start + len(cont) - 1)), device=device)
-                scores.append(float(logprobs[i, where, torch.tensor(cont, device=device)].sum()))
+                wanted += [(i, pos, tok) for pos, tok in zip([last, *range(start, start + len(cont) - 1)], cont)]
+        rows_at = torch.tensor([w[0] for w in wanted], device=device)
+        positions_at = torch.tensor([w[1] for w in wanted], device=device)
+        tokens = torch.tensor([w[2] for w in wanted], device=device)
+        logprobs = torch.log_softmax(head(hidden[rows_at, positions_at]).float(), dim=-1)
+        picked = logprobs[torch.arange(len(wanted), device=device), tokens].tolist()
+        results: list[list[float]] = []
+        k = 0
+        for marks in spans:
+            scores = []
+            for _, cont in marks:
+                scores.append(float(sum(picked[k:k + len(cont)])))
+                k += len(cont)
             results.append(scores)
         return results
 

@@ -53,7 +53,8 @@ def atomic_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not self.loss_chunk or "labels" not in inputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            from sm70.train.loss import chunked_loss, output_layer_off
+            from sm70.model.head import output_layer_off
+            from sm70.train.loss import chunked_loss
 
             labels = inputs["labels"]
             features = {k: v for k, v in inputs.items() if k != "labels"}

@@ -12,34 +12,7 @@ same sum over labelled positions, divided by the same count.
 
 from __future__ import annotations
 
-import contextlib
-
 IGNORE = -100
-
-
-@contextlib.contextmanager
-def output_layer_off(model):
-    """Within the block, the model returns its final hidden states where it would return logits.
-
-    The forward still goes through the (possibly DDP-wrapped) model, so gradient synchronisation
-    sees every trainable parameter; the output layer itself is frozen (LoRA leaves it alone)."""
-    import torch
-
-    head = model.get_output_embeddings()
-    owner, name = _owner_of(model, head)
-    setattr(owner, name, torch.nn.Identity())
-    try:
-        yield head
-    finally:
-        setattr(owner, name, head)
-
-
-def _owner_of(model, module):
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if child is module:
-                return parent, name
-    raise ValueError("the model's output layer is not one of its submodules")
 
 
 def chunked_loss(hidden, labels, head, chunk: int, num_items=None):
