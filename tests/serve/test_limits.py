@@ -113,7 +113,7 @@ def test_metrics_behind_a_key(limited):
 
 def test_tls_with_a_self_signed_certificate(tiny_model, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     live = start_server(tiny_model, tmp_path, ssl_certfile=str(cert), ssl_keyfile=str(key))
@@ -123,10 +123,11 @@ def test_tls_with_a_self_signed_certificate(tiny_model, tmp_path):
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(url + "/health")                          # the system store does not know it
         with pytest.raises(httpx.HTTPError):
-            httpx.get(live.url + "/health")                     # plain HTTP is not answered
+            httpx.get(live.url + "/health", timeout=2)          # plain HTTP is not answered
         c = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0,
                           http_client=httpx.Client(verify=trust))
         r = c.chat.completions.create(model="model", messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
         assert r.usage.completion_tokens >= 1 and r.model_extra["disclaimer"]
+        c.close()   # else the server's shutdown waits out the idle TLS connection
     finally:
         live.stop()

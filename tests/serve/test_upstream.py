@@ -5,6 +5,7 @@ load; brought back."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import defaultdict
@@ -15,6 +16,7 @@ import pytest
 from sm70.cli import main
 
 from .conftest import Engine, free_port, make_key, start_gateway
+from .test_page import CHROMIUM, browser  # noqa: F401 (a fixture)
 
 openai = pytest.importorskip("openai")
 CHAT = [{"role": "user", "content": "What is the first-line treatment for anaphylaxis?"}]
@@ -95,12 +97,22 @@ def test_bad_requests_get_the_same_answers(cluster, body, status, param):
 def test_gate_still_guards(cluster):
     assert httpx.post(cluster.url + "/v1/completions", json={"prompt": "x"}).status_code == 401
     assert httpx.get(cluster.url + "/v1/models", headers={"Host": "rebind.example"}).status_code == 421
+    big = httpx.post(cluster.url + "/v1/completions", content=b"x" * (5 << 20),
+                     headers={"Authorization": f"Bearer {cluster.key}", "content-type": "application/json"})
+    assert big.status_code == 413
     assert httpx.get(cluster.url + "/").status_code == 200 and httpx.get(cluster.url + "/health").json() == {
         "status": "ok"}
     assert [u["healthy"] for u in ready(cluster)["stats"]["upstreams"]] == [True, True]
     text = httpx.get(cluster.url + "/metrics", headers={"Authorization": f"Bearer {cluster.key}"}).text
     for e in cluster.engines:
         assert f'sm70_upstream_healthy{{upstream="127.0.0.1:{e.port}"}} 1' in text
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no browser: {CHROMIUM} is not installed")
+def test_the_page_through_the_gateway(cluster, browser, tmp_path):  # noqa: F811
+    from .test_page import test_page_asks_for_the_key_then_streams_a_reply as the_page_flow
+
+    the_page_flow(cluster, browser, tmp_path)
 
 
 def open_streams(gateway, skip: int, upstream: str) -> list[str]:
@@ -151,6 +163,7 @@ def test_sigkill_one_engine_under_load(cluster, tmp_path):
         t.join(timeout=90)
     assert len(results) == 16 and sum(r == "ok" for _, r in results) >= 8, results
     assert any(r == "stream error" for _, r in results), results
+    assert all(r == "ok" for stream, r in results if not stream), results   # retried on the survivor
 
     # taken out; new requests go to the survivor
     served = {u["name"]: u["served"] for u in ready(cluster)["stats"]["upstreams"]}
@@ -190,6 +203,7 @@ def test_sigkill_one_engine_under_load(cluster, tmp_path):
     (["upstream=ftp://127.0.0.1:1/v1"], "not an http(s) URL"),
     (["upstream=http://u:secret@127.0.0.1:1/v1"], "not in the URL"),
     (["upstream=http://127.0.0.1:1/v1", "ssl_certfile=/tmp/c.pem"], "both ssl_certfile"),
+    (["upstream=http://127.0.0.1:1/v1", "host=0.0.0.0"], "refusing auth=none"),
 ])
 def test_bad_shapes_are_refused(args, message, tmp_path, capsys):
     assert main(["serve", *args, "auth=none", f"audit_log={tmp_path / 'a.log'}"]) == 2
