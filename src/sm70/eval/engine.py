@@ -52,9 +52,10 @@ def argmax(values: Sequence[float]) -> int:
 
 
 def score_loglik(scorer: LoglikScorer, task: Task, name: str, items: Sequence[Item], contexts: Sequence[str],
-                 style: str, prefix: str) -> list[dict]:
+                 style: str, prefix: str, progress=None) -> list[dict]:
     conts = [continuations(task, item, style) for item in items]
-    logliks = scorer.score([Request(ctx, tuple(c)) for ctx, c in zip(contexts, conts)], shared_prefix=prefix)
+    logliks = scorer.score([Request(ctx, tuple(c)) for ctx, c in zip(contexts, conts)], shared_prefix=prefix,
+                           progress=progress)
     rows = []
     for item, cont, lls in zip(items, conts, logliks):
         keys = list(item.options)
@@ -126,12 +127,12 @@ class Scorer:
                   disable=int(os.environ.get("RANK", 0)) != 0) as bar:
             for start in range(0, len(items), step):
                 chunk, ctx = items[start:start + step], contexts[start:start + step]
-                if setting.mode == "loglik":
-                    rows = score_loglik(self.loglik(), task, name, chunk, ctx, setting.prompt, prefix)
+                if setting.mode == "loglik":  # the bar moves with each batch
+                    rows = score_loglik(self.loglik(), task, name, chunk, ctx, setting.prompt, prefix, bar.update)
                 else:
                     rows = score_generate(self.generator(setting), name, chunk, ctx)
+                    bar.update(len(chunk))
                 cache.append(rows)
-                bar.update(len(chunk))
 
     def loglik(self):
         if self._loglik is None:

@@ -89,8 +89,9 @@ class LoglikScorer:
 
     # ---- scoring ----
 
-    def score(self, requests: Sequence[Request], shared_prefix: str = "") -> list[list[float]]:
-        """Summed log-likelihood of each continuation of each request, in request and choice order."""
+    def score(self, requests: Sequence[Request], shared_prefix: str = "", progress=None) -> list[list[float]]:
+        """Summed log-likelihood of each continuation of each request, in request and choice order.
+        `progress(n)` is called as each batch of n requests is done (the progress bar)."""
         import torch
 
         encoded = [self.encode_request(r) for r in requests]
@@ -115,11 +116,17 @@ class LoglikScorer:
                 for batch in self.batches(shared, encoded):
                     for i, lls in zip(batch, self.score_batch([encoded[i] for i in batch], prefix_kv, len(prefix))):
                         results[i] = lls
+                    if progress is not None:
+                        progress(len(batch))
             for batch in self.batches(alone, encoded):
                 for i, lls in zip(batch, self.score_batch([encoded[i] for i in batch], None, 0)):
                     results[i] = lls
+                if progress is not None:
+                    progress(len(batch))
             for i in too_long:
                 results[i] = self.score_unshared([(encoded[i].context, c) for c in encoded[i].continuations])
+                if progress is not None:
+                    progress(1)
         return results  # type: ignore[return-value]
 
     def batches(self, indices: list[int], encoded: list[Encoded]) -> Iterable[list[int]]:
