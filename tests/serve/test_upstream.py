@@ -82,6 +82,16 @@ def test_openai_client_through_the_gateway(cluster):
     assert main(["audit", "verify", str(cluster.audit_log)]) == 0
 
 
+def test_logged_content_is_scrubbed(cluster):
+    n = len(lines(cluster.audit_log))
+    ask = [{"role": "user", "content": "Call 555-123-4567 about SSN 123-45-6789: chest pain."}]
+    list(client(cluster).chat.completions.create(model="model", messages=ask, max_tokens=4, stream=True))
+    entries = lines(cluster.audit_log)[n:]
+    assert [e["outcome"] for e in entries] == ["streaming", "ok"]
+    assert "[PHONE]" in entries[0]["prompt"] and "[SSN]" in entries[0]["prompt"]
+    assert "555-123" not in cluster.audit_log.read_text() and "6789" not in cluster.audit_log.read_text()
+
+
 @pytest.mark.parametrize("body, status, param", [
     ({"messages": CHAT, "temperature": 3}, 400, "temperature"),
     ({"messages": []}, 400, "messages"),
