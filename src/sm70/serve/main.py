@@ -61,6 +61,7 @@ class ServeConfig(Config):
     ssl_certfile: Path | None = Field(None, description="TLS certificate chain (PEM); with ssl_keyfile")
     ssl_keyfile: Path | None = None
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
 
     @field_validator("upstream", mode="before")
     @classmethod
@@ -158,13 +159,37 @@ def build(cfg: ServeConfig):
     return app, engine
 
 
+class JsonFormatter(logging.Formatter):
+    """One object per line for a log collector: time, level, logger, message (and the frames of an
+    exception, never its arguments' values beyond what the message already says)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        from datetime import datetime, timezone
+
+        entry = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                 "level": record.levelname.lower(), "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(cfg: ServeConfig) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if cfg.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler])
+
+
 def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):
     import uvicorn
 
     from sm70.serve.connections import guarded_protocol
 
+    # json: uvicorn's own lines go through the root handler too, instead of its text formatter
+    extra = {"log_config": None} if cfg.log_format == "json" else {}
     # access_log off: request lines are in the audit log, with users instead of addresses
-    return uvicorn.Config(app, host=cfg.host, port=cfg.port if port is None else port, log_level=cfg.log_level,
+    return uvicorn.Config(app, **extra, host=cfg.host, port=cfg.port if port is None else port, log_level=cfg.log_level,
                           access_log=False, ws="none", server_header=False,
                           ssl_certfile=cfg.ssl_certfile, ssl_keyfile=cfg.ssl_keyfile,
                           http=guarded_protocol(cfg.max_connections, cfg.header_timeout_s))
@@ -173,7 +198,7 @@ def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):
 def serve(cfg: ServeConfig) -> int:
     import uvicorn
 
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(cfg)
     print(cfg.to_yaml(), end="")
     app, engine = build(cfg)
     if app.audit is not None:
