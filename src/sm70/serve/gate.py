@@ -1,8 +1,8 @@
 """The gate: what every request passes before the router, and every response on its way out.
 
 In order: the `Host` header (DNS rebinding), the API key (before a byte of the body is read, so an
-unauthenticated client cannot make the server buffer anything), the key's rate limits, then the body, read up to
-`max_body` bytes whether it is chunked or not. A refused body is never buffered: uvicorn discards
+unauthenticated client cannot make the server buffer anything), the key's rate limits, then the
+body, read up to `max_body` bytes whether it is chunked or not. A refused body is never buffered: uvicorn discards
 what still arrives, and the connection guard (connections.py) closes the connection when no new
 request follows within the header deadline. (Closing at once would make the kernel reset the
 connection and the client could lose the answer it was sent.)
