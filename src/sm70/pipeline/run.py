@@ -163,6 +163,8 @@ def run_pipeline(cfg: PipelineConfig) -> int:
     # Plain prints: these two lines are meant to be copied, so no wrapping or markup.
     print(f"\nreport: {out / 'report.html'}  (and {report})")
     print(f"serve the fine-tuned model: {serve_command(cfg, stages)}")
+    print("  (the server asks for API keys: create one first with `sm70 keys add NAME keys=FILE`, FILE being the "
+          "recipe's keys file, or add auth=none to serve loopback without keys)")
     return 0
 
 
