@@ -14,7 +14,7 @@ import httpx
 
 from sm70.cli import main
 
-from .test_kill import free_port
+from .test_kill import free_port, wait_healthy
 
 LIMIT = 6000   # bytes: room for a handful of lines
 
@@ -30,16 +30,7 @@ def test_audit_that_cannot_grow_fails_closed(tiny_model, tmp_path, capsys):
     url = f"http://127.0.0.1:{port}"
     body = {"prompt": "The patient", "max_tokens": 4, "ignore_eos": True}
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stderr.read()[-2000:]
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_healthy(proc, url)
         answered, refused = 0, []
         for i in range(60):
             stream = i % 2 == 1
