@@ -1,6 +1,7 @@
-"""Engines behind the HTTP layer: the embedded transformers engine (default) and vLLM (optional).
+"""Engines behind the HTTP layer: the embedded transformers engine (default), llama.cpp for a GGUF
+(the `sm70[device]` extra) and vLLM (optional).
 
-Both answer the same four things: which model ids they serve, the tokenizer and context limit
+All answer the same four things: which model ids they serve, the tokenizer and context limit
 (to check a prompt before it queues), `submit(prompt_ids, params, model_id)` returning a `Handle`,
 and `snapshot()` for /ready.
 """
@@ -88,4 +89,8 @@ def open_engine(name: str, spec: EngineSpec) -> Engine:
         from sm70.serve.vllm_engine import VllmEngine
 
         return VllmEngine(spec)
-    raise Sm70Error(f"engine: unknown engine {name!r}; use transformers or vllm")
+    if name == "llama.cpp":
+        from sm70.serve.llamacpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(spec)
+    raise Sm70Error(f"engine: unknown engine {name!r}; use transformers, llama.cpp or vllm")

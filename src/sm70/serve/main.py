@@ -1,5 +1,6 @@
 """`sm70 serve model=DIR [adapter=DIR] [quant=nf4] keys=FILE audit_log=FILE host=127.0.0.1 port=8000`,
-or `sm70 serve upstream=URL[,URL...] [upstream_key=FILE] ...` in front of OpenAI-compatible engines.
+`sm70 serve model=FILE.gguf ...` (llama.cpp in this process), or `sm70 serve upstream=URL[,URL...]
+[upstream_key=FILE] ...` in front of OpenAI-compatible engines.
 
 Private by default: a keys file is required, even on loopback, because "loopback" still means
 every local user and process, and any web page that rebinds a name to 127.0.0.1. Serving without
@@ -14,7 +15,7 @@ import signal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
@@ -35,7 +36,8 @@ class ServeConfig(Config):
     adapter: Path | None = None
     quant: Literal["none", "nf4"] = "none"
     dtype: str = "auto"
-    engine: Literal["transformers", "vllm"] = "transformers"
+    engine: Literal["transformers", "llama.cpp", "vllm"] = Field(
+        "transformers", description="default: llama.cpp for a model=FILE.gguf, else transformers")
     served_name: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -57,11 +59,20 @@ class ServeConfig(Config):
     header_timeout_s: float = Field(10.0, gt=0)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch or llama.cpp (default: the "
+                                "library's choice)")
     ssl_certfile: Path | None = Field(None, description="TLS certificate chain (PEM); with ssl_keyfile")
     ssl_keyfile: Path | None = None
     log_level: str = "info"
     log_format: Literal["text", "json"] = Field("text", description="json: one JSON object per log line")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gguf_engine(cls, data):
+        # chosen before validation, so the printed and saved config names the engine that runs
+        if isinstance(data, dict) and "engine" not in data and str(data.get("model") or "").endswith(".gguf"):
+            return {**data, "engine": "llama.cpp"}
+        return data
 
     @field_validator("upstream", mode="before")
     @classmethod
@@ -103,6 +114,9 @@ def check_shape(cfg: ServeConfig) -> None:
                         "(proxy OpenAI-compatible engines)")
     if (cfg.ssl_certfile is None) != (cfg.ssl_keyfile is None):
         raise Sm70Error("ssl: give both ssl_certfile= and ssl_keyfile=, or neither")
+    if cfg.model is not None and cfg.model.suffix == ".gguf" and cfg.engine != "llama.cpp":
+        raise Sm70Error(f"engine={cfg.engine} does not read GGUF files; serve {cfg.model.name} with engine=llama.cpp "
+                        f"(the default for a .gguf model)")
     for name in ("ssl_certfile", "ssl_keyfile", "upstream_key"):
         path = getattr(cfg, name)
         if path is not None and not path.is_file():
