@@ -51,3 +51,15 @@ def smollm2() -> Path:
         if os.environ.get("CI"):
             raise  # in CI the real-model tests must run, never skip
         pytest.skip(f"the real model could not be fetched here: {e}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(smollm2, tmp_path_factory) -> Path:
+    """An export folder of SmolLM2 through llama.cpp's converter and quantizer: model-f32.gguf (equal
+    to the HF model up to float rounding) and model-q8_0.gguf (what a device runs), no card."""
+    from sm70.config import load_config
+    from sm70.export.gguf import ExportConfig, export_gguf
+
+    out = tmp_path_factory.mktemp("smollm2-gguf") / "export"
+    export_gguf(load_config(ExportConfig, model=str(smollm2), out=str(out), quant="f32,q8_0", verify=False))
+    return out

@@ -45,6 +45,12 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("keys", "list"): Command("sm70.serve.auth", "KeysListConfig", "list_keys", help="names, dates, limits, last use"),
     ("audit", "verify"): Command("sm70.serve.audit", "VerifyConfig", "verify", ("log",),
                                  "check an audit log's hash chain"),
+    ("export", "gguf"): Command("sm70.export.gguf", "ExportConfig", "export_gguf",
+                                help="GGUF files for llama.cpp / Ollama on a device, with their export card"),
+    ("export", "verify"): Command("sm70.export.verify", "VerifyConfig", "verify", ("folder",),
+                                  "check an export folder again against the HF model"),
+    ("export", "converter"): Command("sm70.export.llamacpp", "ConverterConfig", "install_converter",
+                                     help="unpack llama.cpp's converter of the installed llama-cpp-python"),
     ("run",): Command("sm70.pipeline", "PipelineConfig", "run_pipeline", help="the whole pipeline from one file"),
     ("demo",): Command("sm70.pipeline", "DemoConfig", "demo", help="the pipeline on the tiny model and samples"),
 }

@@ -97,7 +97,11 @@ class Scorer:
             self.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if cuda else "cpu"
 
     def load(self):
-        if self._model is None:
+        if self._model is None and self.cfg.backend == "llama.cpp":
+            from sm70.eval.llamacpp import GgufModel
+
+            self._model = GgufModel(self.cfg.model, threads=self.cfg.threads, kv_cache=self.cfg.kv_cache)
+        elif self._model is None:
             from sm70.model.load import load_model
 
             device_map = {"": self.device} if self.device is not None else None
@@ -109,7 +113,11 @@ class Scorer:
     def tokenizer(self):
         from sm70.model.load import load_tokenizer
 
-        if self._tokenizer is None:
+        if self._tokenizer is None and self.cfg.backend == "llama.cpp":
+            from sm70.eval.llamacpp import gguf_path, hf_tokenizer
+
+            self._tokenizer = hf_tokenizer(gguf_path(self.cfg.model))
+        elif self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.cfg.model)
         return self._tokenizer
 
@@ -135,7 +143,11 @@ class Scorer:
                 cache.append(rows)
 
     def loglik(self):
-        if self._loglik is None:
+        if self._loglik is None and self.cfg.backend == "llama.cpp":
+            from sm70.eval.llamacpp import LlamaCppScorer
+
+            self._loglik = LlamaCppScorer(self.load()[0])
+        elif self._loglik is None:
             self._loglik = LoglikScorer(*self.load(), batch_size=self.cfg.batch_size)
         return self._loglik
 
@@ -145,12 +157,18 @@ class Scorer:
         if self._generator is None or self._generator.max_new_tokens != setting.max_new_tokens:
             if self.cfg.backend == "vllm":
                 self._generator = VllmGenerator(self.cfg.model, self.cfg.adapter, setting.max_new_tokens)
+            elif self.cfg.backend == "llama.cpp":
+                from sm70.eval.llamacpp import LlamaCppGenerator
+
+                self._generator = LlamaCppGenerator(*self.load(), max_new_tokens=setting.max_new_tokens)
             else:
                 self._generator = HFGenerator(*self.load(), max_new_tokens=setting.max_new_tokens,
                                               batch_size=self.cfg.batch_size)
         return self._generator
 
     def close(self) -> None:
+        if self.cfg.backend == "llama.cpp" and self._model is not None:
+            self._model.close()
         if self.device is not None:
             import torch.distributed as dist
 

@@ -49,29 +49,24 @@ def resolve_max_length(config, tokenizer) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-class LoglikScorer:
-    def __init__(self, model, tokenizer, batch_size: int = 8, max_length: int | None = None):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = max(1, batch_size)
-        self.max_length = max_length or resolve_max_length(model.config, tokenizer)
-        self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        self.bos_text = tokenizer.decode(self.prefix_token_id)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.stats = {"shared_items": 0, "unshared_items": 0, "prefix_tokens": 0}
-        self._prefix: tuple[list[int], list] | None = None  # the last shared prefix and its key/values
+class LmEvalEncoding:
+    """lm-eval's tokenization rules over any tokenizer: a subclass sets `prefix_token_id` and
+    `bos_text` and says how to tokenize (`tokenize(text, special)`: with or without the tokenizer's
+    own special tokens). The HF scorer and the llama.cpp scorer share them, so both read the same ids."""
 
-    # ---- tokenization: lm-eval's rules ----
+    prefix_token_id: int
+    bos_text: str
+
+    def tokenize(self, text: str, special: bool) -> list[int]:
+        raise NotImplementedError
 
     def encode(self, text: str) -> list[int]:
         # HFLM.tok_encode: the tokenizer's own special tokens, unless the text already starts with BOS.
-        if text.startswith(self.bos_text):
-            return self.tokenizer.encode(text, add_special_tokens=False)
-        return self.tokenizer.encode(text)
+        return self.tokenize(text, special=not text.startswith(self.bos_text))
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         if context == "":
-            cont = self.tokenizer.encode(continuation, add_special_tokens=False)
+            cont = self.tokenize(continuation, special=False)
             if cont[0] != self.prefix_token_id:
                 return [self.prefix_token_id], cont
             return cont[:1], cont[1:]
@@ -86,6 +81,22 @@ class LoglikScorer:
         pairs = [self.encode_pair(request.context, c) for c in request.continuations]
         # Every choice is scored after the same context tokens (the split depends on the context only).
         return Encoded(pairs[0][0], [cont for _, cont in pairs])
+
+
+class LoglikScorer(LmEvalEncoding):
+    def __init__(self, model, tokenizer, batch_size: int = 8, max_length: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, batch_size)
+        self.max_length = max_length or resolve_max_length(model.config, tokenizer)
+        self.prefix_token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        self.bos_text = tokenizer.decode(self.prefix_token_id)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.stats = {"shared_items": 0, "unshared_items": 0, "prefix_tokens": 0}
+        self._prefix: tuple[list[int], list] | None = None  # the last shared prefix and its key/values
+
+    def tokenize(self, text: str, special: bool) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=special)
 
     # ---- scoring ----
 

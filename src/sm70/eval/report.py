@@ -88,6 +88,9 @@ def _rows(results: dict) -> list[tuple[str, ...]]:
         title = TASK_TITLES.get(name, name) + (" (bundled sample)" if is_bundled_sample(task) else "")
         if limit is not None:
             title += f" (first {limit} of {task['data'].get('items_in_file')}: a subsample)"
+        sample = (task.get("data") or {}).get("sample")
+        if sample is not None:
+            title += f" ({sample} of {task['data'].get('items_in_file')} drawn with seed {task['data'].get('seed')})"
         rows.append((title, items, setting(task), _metric(metrics.get("acc")), _ci(metrics.get("acc")),
                      _metric(metrics.get("acc_norm"))))
     return rows

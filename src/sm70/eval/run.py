@@ -41,6 +41,7 @@ class TaskSpec(BaseModel):
     shots_from: str | None = None
     prompt: Literal["lm-eval", "option-text"] | None = None
     limit: int | None = None
+    sample: int | None = None
     include_images: bool = False
 
 
@@ -63,12 +64,19 @@ class EvalConfig(Config):
     shot_sampler: Literal["first_n", "random"] = "first_n"
     seed: int = 0
     batch_size: int = 8
-    limit: int | None = None
+    limit: int | None = Field(None, description="score the first N items only (a subsample; files may be ordered "
+                              "by answer, as PubMedQA's is: prefer sample=)")
+    sample: int | None = Field(None, description="score N items drawn with seed= from the whole file, in file order")
     include_images: bool = False
     max_new_tokens: int = 32
     cot: bool = False
     cot_tokens: int = 512
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm", "llama.cpp"] = Field(
+        "hf", description="hf: transformers; vllm (GPU hosts); llama.cpp: model= is a .gguf file scored by llama.cpp")
+    threads: int | None = Field(None, description="llama.cpp: CPU threads (default: llama.cpp's choice)")
+    kv_cache: Literal["f32", "f16"] = Field(
+        "f32", description="llama.cpp key/value cache type: f32 matches the HF backend to ~1e-4, f16 (llama.cpp's "
+        "own default, what devices run) to ~0.02 in log-likelihood")
     chunk_items: int = Field(64, description="items scored between two cache writes")
 
     def task_specs(self) -> list[TaskSpec]:
@@ -91,6 +99,9 @@ def evaluate(cfg: EvalConfig) -> Path:
         print(cfg.to_yaml(), file=sys.stderr)
         write_text(out / "config.yaml", cfg.to_yaml())
     specs = cfg.task_specs()
+    if cfg.backend == "llama.cpp" and (cfg.adapter or cfg.quant != "none"):
+        raise Sm70Error("eval backend=llama.cpp scores a GGUF as it is: merge the adapter and export it "
+                        "(sm70 export gguf) instead of adapter= or quant=")
     if cfg.cot and (cfg.mode != "generate" or cfg.template == "none"):
         raise Sm70Error("eval: cot=true asks for reasoning before the answer: it needs mode=generate and a "
                         "template (plain, alpaca, medalpaca or chat) to carry the instruction")
@@ -106,7 +117,8 @@ def evaluate(cfg: EvalConfig) -> Path:
                           batch_size=cfg.batch_size, max_new_tokens=cfg.cot_tokens if cfg.cot else cfg.max_new_tokens,
                           cot=cfg.cot)
         identity = {"model": model_info, "task": spec.task, "data": data["sha256"], "setting": setting.__dict__,
-                    "shots": [s.id for s in shots], "dtype": cfg.dtype, "backend": cfg.backend}
+                    "shots": [s.id for s in shots], "dtype": cfg.dtype, "backend": cfg.backend,
+                    **({"kv_cache": cfg.kv_cache} if cfg.backend == "llama.cpp" else {})}
         cache = ResultCache(out / "cache", spec.task, run_key(identity), rank)
         scored = [i for i in items if i.excluded is None]
         done = cache.load()
@@ -160,6 +172,13 @@ def prepare(cfg: EvalConfig, spec: TaskSpec) -> tuple[Task, list[Item], list[Ite
         print(f"{spec.task}: limit={limit}: scoring the first {limit} of {info['items_in_file']} items "
               f"(a subsample, not the full test set)", file=sys.stderr)
         info["limit"] = limit
+    sample = spec.sample if spec.sample is not None else cfg.sample
+    if sample is not None and sample < len(items):
+        keep = set(random.Random(cfg.seed).sample(range(len(items)), sample))
+        items = [item for i, item in enumerate(items) if i in keep]
+        print(f"{spec.task}: sample={sample}: scoring {sample} of {info['items_in_file']} items drawn with "
+              f"seed={cfg.seed} (a subsample, not the full test set)", file=sys.stderr)
+        info["sample"], info["seed"] = sample, cfg.seed
     shots = choose_shots(cfg, spec, task, items)
     return task, items, shots, info
 
@@ -236,7 +255,7 @@ def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": sys.version.split()[0]}
-    for name in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm"):
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm", "llama_cpp_python"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -49,6 +49,8 @@ class TinyModelConfig(Config):
     # crawls; a fan-in scale (~1/sqrt(hidden)) lets the tiny model learn like a real one.
     initializer_range: float | None = None
     corpus: list[Path] = Field(default_factory=list, description="extra text files for the tokenizer")
+    tokenizer: Path | None = Field(None, description="a real model's tokenizer directory to use instead of training "
+                                   "one (e.g. for a GGUF export: llama.cpp's converter knows only published tokenizers)")
 
 
 def sample_texts() -> Iterator[str]:
@@ -113,7 +115,12 @@ def build_tiny_model(cfg: TinyModelConfig) -> Path:
     texts = list(sample_texts())
     for extra in cfg.corpus:
         texts.append(Path(extra).read_text(encoding="utf-8"))
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    if cfg.tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(cfg.tokenizer))
+    else:
+        tokenizer = train_tokenizer(texts, cfg.vocab_size)
 
     torch.manual_seed(cfg.seed)
     model_config = LlamaConfig(
