@@ -55,3 +55,19 @@ def test_malformed_rows_name_file_line_and_field(tmp_path, line, message):
     path.write_text(good + "\n" + line + "\n")
     with pytest.raises(Sm70Error, match=message):
         read_rows(path)
+
+
+def test_a_chat_prompt_that_writes_bos_gets_no_second_one(tokenizer):
+    """Llama-2's template writes `<s>[INST]`: the training ids start with one BOS, as eval, serving and
+    llama.cpp read the same text (a doubled BOS would be a token no deployment ever sends)."""
+    from sm70.render import apply_template
+
+    chat = apply_template("chat", "Answer", "What is a normal adult resting heart rate?", tokenizer=tokenizer)
+    assert chat.startswith(tokenizer.bos_token)
+    (example, plain), _ = tokenize([{"id": "c", "prompt": chat, "completion": " 60-100"},
+                                    {"id": "p", "prompt": "No template", "completion": " x"}], tokenizer, 256)
+    bos = tokenizer.bos_token_id
+    assert example.input_ids[0] == bos and example.input_ids[1] != bos
+    assert example.input_ids[:len(tokenizer(chat, add_special_tokens=False)["input_ids"])] == \
+        tokenizer(chat, add_special_tokens=False)["input_ids"]
+    assert plain.input_ids[0] == bos  # a plain prompt still gets the tokenizer's own BOS

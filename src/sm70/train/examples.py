@@ -50,7 +50,7 @@ def tokenize(rows: list[dict], tokenizer, max_length: int, completion_only: bool
     """
     truncated = 0
     examples = []
-    prompts = tokenizer([r["prompt"] for r in rows], add_special_tokens=True)["input_ids"]
+    prompts = encode_prompts([r["prompt"] for r in rows], tokenizer)
     completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
     for row, prompt, completion in zip(rows, prompts, completions):
         completion = completion + [tokenizer.eos_token_id]
@@ -67,3 +67,19 @@ def tokenize(rows: list[dict], tokenizer, max_length: int, completion_only: bool
         labels = ([IGNORE] * len(prompt) + completion) if completion_only else [IGNORE] + ids[1:]
         examples.append(Example(str(row["id"]), ids, labels))
     return examples, truncated
+
+
+def encode_prompts(prompts: list[str], tokenizer) -> list[list[int]]:
+    """The tokenizer's own special tokens, except where a chat template already wrote BOS into the
+    text (Llama-2's `<s>[INST]`): as evaluation (lm-eval's rule), serving and llama.cpp read it,
+    so a fine-tune never learns after a doubled BOS that no deployment sends."""
+    bos = tokenizer.bos_token
+    has_bos = [bool(bos) and p.startswith(bos) for p in prompts]
+    ids: list[list[int]] = [[] for _ in prompts]
+    for flag in (True, False):
+        picked = [i for i, h in enumerate(has_bos) if h == flag]
+        if picked:
+            encoded = tokenizer([prompts[i] for i in picked], add_special_tokens=not flag)["input_ids"]
+            for i, e in zip(picked, encoded):
+                ids[i] = e
+    return ids
