@@ -95,6 +95,11 @@ class Pool:
 
     # -- health ----------------------------------------------------------------------------------
     async def probe(self, up: Upstream) -> None:
+        if up.healthy and up.outstanding > 0:
+            # Answering our requests is proof of life, and a probe would cost a serializing engine a
+            # turn (llama.cpp's server by default even cuts the stream in progress for a new request).
+            # A dead engine fails those requests (`fail`); a hung one, their timeout.
+            return
         try:
             r = await self.client.get(up.url + "/models", headers=self.headers, timeout=2.0)
             r.raise_for_status()

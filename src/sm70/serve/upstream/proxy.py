@@ -103,8 +103,10 @@ class ProxyService:
         if req.token_limit() is None:
             data["max_tokens"] = self.default_max_tokens
         if req.stream:
-            # usage on every chunk where the engine can (vLLM), so a cut stream still has a count
-            data["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+            # the engine's own count at the end where it gives one; a cut stream is counted by its deltas.
+            # (vLLM's `continuous_usage_stats` would count every chunk, but llama.cpp's server ends the
+            # stream after its first event when it meets that field.)
+            data["stream_options"] = {"include_usage": True}
         record.model = model
         if self.keep_text:
             record.prompt = ("".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in data["messages"])
@@ -239,8 +241,8 @@ class ProxyService:
                 elif use and req.include_usage():
                     yield _sse({**event, "usage": use})
                 data = await call.next_data()
-            if data is None and not finished:
-                raise ValueError("the stream ended without [DONE]")
+            if not finished:  # a clinician must not take a cut answer for a whole one
+                raise ValueError("the stream ended without [DONE]" if data is None else "[DONE] before a finish_reason")
             record.outcome = "ok"
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             record.outcome = "upstream_error"
