@@ -22,7 +22,7 @@ def _pct(x: float | None) -> str:
 
 def card_md(card: dict) -> str:
     tasks = sorted(card["hf"])
-    head = ["file", "size (MiB)", "template", "token ids", "top-1 agree", "KL mean", "ppl (HF → GGUF)"]
+    head = ["file", "size (MiB)", "tensor types", "template", "token ids", "top-1 agree", "KL mean", "ppl (HF → GGUF)"]
     head += [f"{TASK_TITLES.get(t, t)} acc (HF → GGUF), p" for t in tasks] + ["verdict"]
     lines = [
         "# Export card",
@@ -39,7 +39,8 @@ def card_md(card: dict) -> str:
     ]
     for f in card["files"]:
         lg, tok = f["logits"], f["tokenization"]
-        cells = [f"`{f['file']}`", f"{f['bytes'] / 2**20:.1f}", "same" if f["template"]["identical"] else "DIFFERENT",
+        types = ", ".join(f"{k} ×{v}" for k, v in (f.get("tensor_types") or {}).items())
+        cells = [f"`{f['file']}`", f"{f['bytes'] / 2**20:.1f}", types, "same" if f["template"]["identical"] else "DIFFERENT",
                  f"{tok['n'] - tok['mismatches']}/{tok['n']} identical", f"{100 * lg['top1']:.1f}%",
                  f"{lg['kl_mean']:.2e}", f"{lg['ppl_hf']:.2f} → {lg['ppl_gguf']:.2f}"]
         for t in tasks:

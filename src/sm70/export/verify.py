@@ -161,7 +161,7 @@ def check_file(folder: Path, name: str, cfg: ExportConfig, reference: Reference,
         if t["acc_hf"] - t["acc_gguf"] > cfg.max_acc_drop and t["p_value"] < cfg.alpha:
             reasons.append(f"{task} accuracy {t['acc_gguf']:.3f} vs {t['acc_hf']:.3f} (McNemar p={t['p_value']:.3g})")
     return {"file": name, "quant": name.removeprefix("model-").removesuffix(".gguf"), "bytes": path.stat().st_size,
-            "template": template, "tokenization": tokens, "logits": logits, "tasks": tasks,
+            "tensor_types": tensor_types(path), "template": template, "tokenization": tokens, "logits": logits, "tasks": tasks,
             "verdict": "flagged" if reasons else "pass", "reasons": reasons}
 
 
@@ -174,6 +174,17 @@ def check_template(path: Path, training: str | None) -> dict:
     identical = inside == training
     return {"identical": identical,
             "difference": None if identical else first_difference(training or "", inside or "")}
+
+
+def tensor_types(path: Path) -> dict[str, int]:
+    """How many tensors of each type the file holds: llama.cpp falls back to another type for tensors
+    whose rows do not fit the asked one's blocks (K-quants need multiples of 256), and this shows it."""
+    import gguf
+
+    counts: dict[str, int] = {}
+    for tensor in gguf.GGUFReader(str(path)).tensors:
+        counts[tensor.tensor_type.name] = counts.get(tensor.tensor_type.name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def check_tokens(tokenizer, gguf, prompts: list[str]) -> dict:
