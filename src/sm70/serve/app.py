@@ -12,7 +12,7 @@ from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sm70.serve.audit import AuditUnavailable
@@ -20,10 +20,12 @@ from sm70.serve.gate import Gate
 from sm70.serve.hosts import HostPolicy
 from sm70.serve.limits import Limiter
 from sm70.serve.metrics import Metrics
-from sm70.serve.protocol import ChatRequest, CompletionRequest, error_body
+from sm70.serve.protocol import API_ERRORS, READ_ERRORS, ChatRequest, CompletionRequest, error_body
 from sm70.serve.serving import HTTPError, Service
 
 STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+# An answer is a JSON object, or with "stream": true an event stream (documented in the schema).
+ANSWERS = {200: {"content": {"application/json": {}, "text/event-stream": {}}}, **API_ERRORS}
 
 
 def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostPolicy | None = None,
@@ -45,7 +47,7 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
             return JSONResponse({"status": "unavailable"}, 503)
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get("/ready", responses=READ_ERRORS)
     async def ready():
         if problems():
             return JSONResponse({"ready": False, "problems": problems()}, 503)
@@ -54,20 +56,20 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
 
     metrics = Metrics()
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses=READ_ERRORS, response_class=PlainTextResponse)
     async def prometheus():
         return PlainTextResponse(metrics.render(service.engine.snapshot()), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=READ_ERRORS)
     async def models():
         return {"object": "list", "data": [{"id": m, "object": "model", "created": 0, "owned_by": "sm70"}
                                            for m in service.engine.model_ids]}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=ANSWERS)
     async def chat_completions(body: ChatRequest, request: Request):
         return await _answer(body, request)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=ANSWERS)
     async def completions(body: CompletionRequest, request: Request):
         return await _answer(body, request)
 
@@ -85,11 +87,12 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
         return StreamingResponse(service.sse(body, handle, model, chat, record), media_type="text/event-stream",
                                  headers={"X-Accel-Buffering": "no"})
 
-    @app.get("/")
+    @app.get("/", response_class=HTMLResponse)
     async def page():
         return _static("index.html")
 
-    @app.get("/static/{name}")
+    @app.get("/static/{name}", responses={200: {"content": {t: {} for t in STATIC.values()}}, **READ_ERRORS,
+                                            404: API_ERRORS[404]})
     async def static(name: str):
         if name not in STATIC:
             raise HTTPError(404, f"no static file {name[:100]!r}", "not_found_error")

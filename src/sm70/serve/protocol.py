@@ -116,3 +116,31 @@ def completion_chunk(rid: str, model: str, text: str, finish: str | None = None,
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer, in OpenAI's shape (documented in the schema for each status we send)."""
+    error: ErrorDetail
+
+
+# The statuses each kind of route answers besides 200, as the OpenAPI schema documents them.
+_WHY = {400: "invalid request (the message names the field)", 401: "missing, invalid or expired API key",
+        404: "unknown model or file", 413: "body or prompt over the limit", 421: "Host not served here",
+        429: "rate limit, token quota or full queue (see Retry-After)",
+        502: "the engine failed before answering (upstream mode)",
+        503: "no engine available, or the audit log cannot be written (see Retry-After)"}
+
+
+def documented(*statuses: int) -> dict:
+    return {s: {"model": ErrorResponse, "description": _WHY[s]} for s in statuses}
+
+
+API_ERRORS = documented(400, 401, 404, 413, 421, 429, 502, 503)
+READ_ERRORS = documented(401, 413, 421, 429, 503)
