@@ -82,21 +82,34 @@ def test_max_tokens_ends_with_length_and_a_seed_repeats(gguf_server):
     assert stopped.choices[0].finish_reason == "stop" and " 6" not in stopped.choices[0].text
 
 
-def test_concurrent_streams_all_finish_while_health_answers(gguf_server):
-    results, slowest = [], []
-    body = {"messages": QUESTION, "max_tokens": 40, "temperature": 0, "stream": True, "ignore_eos": True}
+QUESTIONS = [[{"role": "user", "content": q}] for q in ("What does the liver do?", "Name a symptom of a stroke.")]
 
-    def stream():
-        finish = None
-        with httpx.stream("POST", gguf_server.url + "/v1/chat/completions", json=body, timeout=120,
-                          headers={"Authorization": f"Bearer {gguf_server.key}"}) as r:
-            for line in r.iter_lines():
-                if line.startswith("data: {"):
-                    for choice in json.loads(line[6:]).get("choices", []):
-                        finish = choice.get("finish_reason") or finish
-        results.append(finish)
 
-    threads = [threading.Thread(target=stream) for _ in range(4)]
+def stream(server, body: dict) -> tuple[str, str | None]:
+    pieces, finish = [], None
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=120,
+                      headers={"Authorization": f"Bearer {server.key}"}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:]).get("choices", []):
+                    pieces.append(choice.get("delta", {}).get("content") or "")
+                    finish = choice.get("finish_reason") or finish
+    return "".join(pieces), finish
+
+
+def ready(server) -> dict:
+    return httpx.get(server.url + "/ready", headers={"Authorization": f"Bearer {server.key}"}).json()
+
+
+def test_concurrent_streams_decode_together_while_health_answers(gguf_server):
+    bodies = [{"messages": q, "max_tokens": 32, "temperature": 0, "ignore_eos": True} for q in QUESTIONS * 2]
+    alone = [stream(gguf_server, body) for body in bodies[:2]]
+    results, slowest = [None] * 4, []
+
+    def run(i):
+        results[i] = stream(gguf_server, bodies[i])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
@@ -104,11 +117,35 @@ def test_concurrent_streams_all_finish_while_health_answers(gguf_server):
         assert httpx.get(gguf_server.url + "/health", timeout=5).status_code == 200
         slowest.append(time.monotonic() - started)
         time.sleep(0.1)
-    assert results == ["length"] * 4
+    assert results == alone * 2      # greedy: the same answers side by side as one at a time
+    assert all(finish == "length" for _, finish in results)
     assert len(slowest) >= 5 and max(slowest) < 1.0, slowest
-    ready = httpx.get(gguf_server.url + "/ready", headers={"Authorization": f"Bearer {gguf_server.key}"}).json()
-    assert ready["stats"]["engine"] == "llama.cpp" and ready["stats"]["errors"] == 0
-    assert ready["max_context"] == 2048
+    stats = ready(gguf_server)
+    assert stats["max_context"] == 2048 and stats["stats"]["engine"] == "llama.cpp"
+    assert stats["stats"]["max_batch_seen"] >= 2 and stats["stats"]["errors"] == 0
+
+
+def test_a_client_that_leaves_frees_its_sequence(gguf_server):
+    before = ready(gguf_server)["stats"]["cancelled"]
+    with httpx.stream("POST", gguf_server.url + "/v1/chat/completions", timeout=120,
+                      headers={"Authorization": f"Bearer {gguf_server.key}"},
+                      json={"messages": QUESTION, "max_tokens": 400, "ignore_eos": True, "stream": True}) as r:
+        next(r.iter_lines())
+    deadline = time.monotonic() + 20
+    while ready(gguf_server)["stats"]["cancelled"] == before:
+        assert time.monotonic() < deadline, "the abandoned request kept decoding"
+        time.sleep(0.2)
+    assert ready(gguf_server)["stats"]["running"] == 0
+
+
+def test_a_long_prompt_asked_again_reuses_its_cache_and_answers_the_same(gguf_server):
+    note = "The patient reports chest pain on exertion, relieved by rest, for three weeks. " * 18
+    body = {"messages": [{"role": "user", "content": note + "What is the likely cause?"}], "max_tokens": 12,
+            "temperature": 0}
+    before = ready(gguf_server)["stats"]["reused_tokens"]
+    first, second = (stream(gguf_server, body) for _ in range(2))
+    assert first == second and first[0].strip()
+    assert ready(gguf_server)["stats"]["reused_tokens"] - before >= 256   # a whole prompt chunk, kept
 
 
 def test_the_audit_log_verifies(gguf_server):
