@@ -9,7 +9,7 @@ import pytest
 
 from sm70.serve.handle import Event, Handle
 
-from .conftest import LiveServer
+from .conftest import LiveServer, start_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,7 +29,22 @@ def browser():
         b.close()
 
 
-def test_page_asks_for_the_key_then_streams_a_reply(server, browser, tmp_path):
+@pytest.fixture(scope="module", params=["transformers", "llama.cpp"])
+def page_server(request, keys, tmp_path_factory):
+    """The page in front of the transformers engine (tiny model) and of the device engine (SmolLM2 GGUF)."""
+    if request.param == "transformers":
+        yield request.getfixturevalue("server")
+        return
+    gguf = request.getfixturevalue("smollm2_gguf") / "model-q8_0.gguf"
+    live = start_server(gguf, tmp_path_factory.mktemp("page-gguf"), keys=str(keys["file"]), max_context=2048,
+                        served_name="model")
+    live.key = keys["alice"]
+    yield live
+    live.stop()
+
+
+def test_page_asks_for_the_key_then_streams_a_reply(page_server, browser, tmp_path):
+    server = page_server
     page = browser.new_page(bypass_csp=True)  # lets the test poll with JS; the page itself must not rely on CSP
     page.goto(server.url + "/")
     page.wait_for_selector("#key-form:not([hidden])")

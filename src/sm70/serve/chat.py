@@ -108,16 +108,22 @@ def _message(res) -> str:
 
 
 def _local(cfg: ChatConfig):
-    from sm70.serve.engines import EmbeddedEngine, EngineSpec
+    from sm70.serve.engines import EngineSpec, open_engine
+    from sm70.serve.audit import AuditRecord
     from sm70.serve.protocol import ChatRequest
     from sm70.serve.serving import HTTPError, Service
 
-    engine = EmbeddedEngine(EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, max_batch=1))
+    # a GGUF (an export for a device) runs in llama.cpp, as `sm70 serve` runs it
+    name = "llama.cpp" if str(cfg.model).endswith(".gguf") else "transformers"
+    engine = open_engine(name, EngineSpec(model=Path(cfg.model), adapter=cfg.adapter, quant=cfg.quant, max_batch=1))
     service = Service(engine, system_prompt=cfg.system_prompt)
 
     def reply(messages: list[dict]) -> Iterator[str]:
         try:
-            handle, _, _ = service.start(ChatRequest(**_body(cfg, messages)), {})
+            # no event loop here: prepared and submitted in this thread, events read synchronously
+            record = AuditRecord()
+            ids, params, model, _ = service.prepare(ChatRequest(**_body(cfg, messages)), record)
+            handle = service.submit(ids, params, model, record)
         except HTTPError as e:
             raise Sm70Error(e.message) from None
         for event in handle.events_sync():
