@@ -137,7 +137,7 @@ def main() -> None:
         top1 = top1_from_card(folder)
         source = "export card"
         if not top1:
-            top1, source = top1_here(model_dir, folder, files, texts, args.threads), "these 20 prompts"
+            top1, source = top1_here(model_dir, folder, files, texts, args.threads), f"these {len(texts)} prompts"
         rows = {"HF fp32 (transformers)": bench_hf(model_dir, texts, args.new_tokens)}
         for name in files:
             rows[f"{name} (llama.cpp)"] = bench_gguf(folder / name, texts, args.new_tokens, args.threads)
