@@ -19,6 +19,7 @@ hands with a plain `DynamicCache`.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -48,6 +49,22 @@ class Stats:
     cancelled: int = 0
     errors: int = 0
 
+    def counters(self) -> dict:
+        """Every counter for /ready, a subclass's own ones included."""
+        out = dataclasses.asdict(self)
+        out["batch_sizes"] = {str(k): v for k, v in sorted(self.batch_sizes.items())}
+        return out
+
+
+def enqueue(handle: Handle, waiting, wake: threading.Condition, max_queue: int) -> Handle:
+    """A request joins an engine's bounded wait list and wakes its scheduler thread."""
+    with wake:
+        if len(waiting) >= max_queue:
+            raise QueueFull(f"{len(waiting)} requests are already waiting (max_queue={max_queue})")
+        waiting.append(handle)
+        wake.notify()
+    return handle
+
 
 class Batcher:
     def __init__(self, model, tokenizer, *, max_batch: int = 8, max_queue: int = 64):
@@ -70,20 +87,11 @@ class Batcher:
 
     # -- the caller's side -------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> Handle:
-        handle = Handle(prompt_ids, params)
-        with self._wake:
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting (max_queue={self.max_queue})")
-            self._waiting.append(handle)
-            self._wake.notify()
-        return handle
+        return enqueue(Handle(prompt_ids, params), self._waiting, self._wake, self.max_queue)
 
     def snapshot(self) -> dict:
-        s = self.stats
-        return {"running": len(self._rows), "waiting": len(self._waiting), "steps": s.steps,
-                "max_batch": self.max_batch, "max_batch_seen": s.max_batch_seen,
-                "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
-                "finished": s.finished, "cancelled": s.cancelled, "errors": s.errors}
+        return {"running": len(self._rows), "waiting": len(self._waiting), "max_batch": self.max_batch,
+                **self.stats.counters()}
 
     def close(self) -> None:
         with self._wake:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from sm70.errors import Sm70Error
 from sm70.serve import batcher
 from sm70.serve.engines import EngineSpec, served_name
-from sm70.serve.handle import Event, Handle, Outbox, QueueFull
+from sm70.serve.handle import Event, Handle, Outbox
 from sm70.serve.llamacpp_context import PROMPT_CHUNK, Context
 from sm70.serve.sampling import SamplingParams, TextStream
 
@@ -98,21 +98,11 @@ class LlamaCppEngine:
 
     # -- the caller's side -------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams, model_id: str) -> Handle:
-        handle = Handle(prompt_ids, params)
-        with self._wake:
-            if len(self._waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting (max_queue={self.max_queue})")
-            self._waiting.append(handle)
-            self._wake.notify()
-        return handle
+        return batcher.enqueue(Handle(prompt_ids, params), self._waiting, self._wake, self.max_queue)
 
     def snapshot(self) -> dict:
-        s = self.stats
         return {"engine": "llama.cpp", "running": len(self._rows), "waiting": len(self._waiting),
-                "steps": s.steps, "max_batch": self.max_batch, "max_batch_seen": s.max_batch_seen,
-                "batch_sizes": {str(k): v for k, v in sorted(s.batch_sizes.items())},
-                "finished": s.finished, "cancelled": s.cancelled, "errors": s.errors,
-                "reused_tokens": s.reused_tokens}
+                "max_batch": self.max_batch, **self.stats.counters()}
 
     def close(self) -> None:
         with self._wake:
