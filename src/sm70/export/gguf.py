@@ -72,7 +72,7 @@ def export_gguf(cfg: ExportConfig) -> int:
     llamacpp.converter_script()  # fail before the merge if the converter is missing
     tokenizer = training_tokenizer(cfg)
     source_dtype = _source_dtype(model_dir)
-    data = cfg.data or _training_data(cfg.adapter)
+    data = cfg.data or training_data(cfg.adapter)
     meta = _metadata(cfg, model_dir, data)
     with atomic_dir(cfg.out) as tmp:
         with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{tmp.name}.work.") as work:
@@ -162,7 +162,8 @@ def _source_dtype(model_dir: Path) -> str:
     return found.pop()
 
 
-def _training_data(adapter: Path | None) -> Path | None:
+def training_data(adapter: Path | None) -> Path | None:
+    """The data build an adapter was trained on, from its run's manifest (None when unknown)."""
     manifest = Path(adapter).parent / "manifest.json" if adapter else None
     if manifest and manifest.is_file():
         data = json.loads(manifest.read_text()).get("config", {}).get("data")

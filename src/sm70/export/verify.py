@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from sm70.errors import Sm70Error
-from sm70.export.gguf import ExportConfig, VerifySettings, first_difference, training_tokenizer
+from sm70.export.gguf import ExportConfig, VerifySettings, first_difference, training_data, training_tokenizer
 from sm70.jsonl import read_jsonl
 
 
@@ -47,7 +47,7 @@ def verify_folder(folder: Path, cfg: ExportConfig) -> int:
 
     record = _record(folder)
     reference = Reference(cfg)
-    data = cfg.data or _data_of(cfg)
+    data = cfg.data or training_data(cfg.adapter)
     prompts = training_prompts(data, cfg.prompts // 2, cfg.seed) + benchmark_prompts(cfg, reference.tokenizer,
                                                                                      cfg.prompts - cfg.prompts // 2)
     texts, text_source = heldout_texts(data, cfg)
@@ -63,12 +63,6 @@ def verify_folder(folder: Path, cfg: ExportConfig) -> int:
             "texts_from": text_source, "prompts_checked": len(prompts), "hf": hf_runs["summary"], "files": files}
     write_card(folder, card)
     return 1 if any(f["verdict"] != "pass" for f in files) else 0
-
-
-def _data_of(cfg: ExportConfig) -> Path | None:
-    from sm70.export.gguf import _training_data
-
-    return _training_data(cfg.adapter)
 
 
 class Reference:
