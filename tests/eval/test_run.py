@@ -71,6 +71,18 @@ def test_generate_mode_lists_unparsed(tiny_model, tmp_path):
     assert all(r["correct"] is (r["extracted"] == r["gold"]) for r in rows)
 
 
+def test_a_subsample_of_one_answer_is_flagged(tiny_model, tmp_path, capsys):
+    """PubMedQA's test file is grouped by answer, so a first-N subsample can hold only "yes" items:
+    results.json, the report and stderr say that such a score does not measure the model."""
+    flagged = evaluate(load_config(EvalConfig, model=str(tiny_model), task="pubmedqa", limit=1, out=str(tmp_path / "a")))
+    task = json.loads((flagged / "results.json").read_text())["tasks"]["pubmedqa"]
+    assert task["data"]["one_gold_answer"] == "yes"
+    assert "every scored answer is 'yes'" in (flagged / "report.md").read_text()
+    assert "use sample=" in capsys.readouterr().err
+    mixed = evaluate(load_config(EvalConfig, model=str(tiny_model), task="pubmedqa", limit=4, out=str(tmp_path / "b")))
+    assert "one_gold_answer" not in json.loads((mixed / "results.json").read_text())["tasks"]["pubmedqa"]["data"]
+
+
 @pytest.mark.parametrize("overrides,message", [
     ({"task": "medqa", "tasks": [{"task": "pubmedqa"}]}, "not both"),
     ({}, "no task"),

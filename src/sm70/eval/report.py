@@ -91,6 +91,9 @@ def _rows(results: dict) -> list[tuple[str, ...]]:
         sample = (task.get("data") or {}).get("sample")
         if sample is not None:
             title += f" ({sample} of {task['data'].get('items_in_file')} drawn with seed {task['data'].get('seed')})"
+        one_gold = (task.get("data") or {}).get("one_gold_answer")
+        if one_gold is not None:
+            title += f" (every scored answer is {one_gold!r}: not a measure of the model)"
         rows.append((title, items, setting(task), _metric(metrics.get("acc")), _ci(metrics.get("acc")),
                      _metric(metrics.get("acc_norm"))))
     return rows

@@ -26,6 +26,7 @@ from sm70.errors import Sm70Error
 from sm70.eval.cache import ResultCache, run_key
 from sm70.eval.tasks import Item, Task, get_task, load_task
 from sm70.samples import sample_path
+from sm70.versions import versions as library_versions
 
 SAMPLE_FOLDERS = {"medqa": "medqa", "pubmedqa": "pubmedqa"}  # other tasks: usmle
 
@@ -179,6 +180,14 @@ def prepare(cfg: EvalConfig, spec: TaskSpec) -> tuple[Task, list[Item], list[Ite
         print(f"{spec.task}: sample={sample}: scoring {sample} of {info['items_in_file']} items drawn with "
               f"seed={cfg.seed} (a subsample, not the full test set)", file=sys.stderr)
         info["sample"], info["seed"] = sample, cfg.seed
+    golds = {item.gold for item in items if not item.excluded}
+    if len(items) < info["items_in_file"] and len(golds) == 1:
+        # PubMedQA's test file is grouped by answer: its first N items are all "yes", and a model that
+        # always says yes would look perfect. Say so where the number is read, not only here.
+        info["one_gold_answer"] = next(iter(golds))
+        print(f"{spec.task}: warning: every scored item's answer is {info['one_gold_answer']!r}: this subsample "
+              f"cannot tell a model from one that always answers that; use sample= for a spread subsample",
+              file=sys.stderr)
     shots = choose_shots(cfg, spec, task, items)
     return task, items, shots, info
 
@@ -252,15 +261,8 @@ def sm70_version() -> str:
 
 
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": sys.version.split()[0]}
-    for name in ("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm", "llama_cpp_python"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
+    return library_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm",
+                             "llama_cpp_python"), python=True, missing=False)
 
 
 def json_line(row: dict) -> str:

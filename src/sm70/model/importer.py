@@ -19,6 +19,7 @@ from sm70.atomic import atomic_dir, write_json
 from sm70.config import Config
 from sm70.digest import sha256_file
 from sm70.errors import Sm70Error
+from sm70.versions import version
 
 GGUF_MAGIC = b"GGUF"
 # Tensor types that hold the weights exactly (no rounding): anything else is a lossy quantization.
@@ -114,7 +115,7 @@ def import_gguf(cfg: ImportConfig, source: dict | None = None) -> Path:
             "tie_word_embeddings": bool(getattr(model.config, "tie_word_embeddings", False)),
             "chat_template": tokenizer.chat_template is not None,
             "versions": {"transformers": transformers.__version__, "torch": torch.__version__,
-                         "gguf": _version("gguf")},
+                         "gguf": version("gguf")},
             "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
     if lossy:
@@ -137,15 +138,6 @@ def _check_reload(model, folder: Path, dtype) -> None:
     for name, tensor in saved.items():
         if not torch.equal(tensor, loaded[name]):
             raise Sm70Error(f"{folder}: tensor {name} differs after reload")
-
-
-def _version(package: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return None
 
 
 def read_provenance(folder: Path) -> dict | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import subprocess
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from sm70.digest import sha256_file
+from sm70.versions import versions as library_versions
 
 LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "accelerate", "sm70")
 
@@ -17,13 +17,7 @@ sha256 = sha256_file
 
 
 def versions() -> dict[str, str | None]:
-    found = {}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    return library_versions(LIBRARIES)
 
 
 def git_commit() -> str | None:
