@@ -60,3 +60,34 @@ def test_collator_counts_real_tokens_not_padding(setup):
     collator = PackedCollator(tokenizer.pad_token_id)
     batch = collator([r.features() for r in singles(examples[:3])])
     assert collator.tokens == sum(len(e) for e in examples[:3]) < batch["input_ids"].numel()
+
+
+def test_varlen_attention_equals_the_block_diagonal_mask(setup):
+    """sdpa_varlen (each example through sdpa on its own, no mask) gives the mask's loss and the
+    same gradient for every LoRA weight, on packed rows and on padded single rows."""
+    import torch
+
+    from sm70.train import attention
+
+    tokenizer, model, examples = setup
+    attention.register()
+
+    def loss_and_grads(rows, layout, implementation):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        out = model(**PackedCollator(tokenizer.pad_token_id, attention=layout)([r.features() for r in rows]))
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out.loss.item(), grads
+
+    try:
+        for rows in (pack(examples, 256), singles(examples[:5])):
+            masked, want = loss_and_grads(rows, "mask", "sdpa")
+            varlen, got = loss_and_grads(rows, "position_ids", attention.NAME)
+            assert varlen == pytest.approx(masked, rel=1e-5, abs=1e-6)
+            assert got.keys() == want.keys() and len(got) > 0
+            for name, grad in want.items():
+                torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    finally:
+        model.set_attn_implementation("sdpa")
+        model.zero_grad()

@@ -17,6 +17,7 @@ from pydantic import Field
 from sm70.atomic import atomic_dir, write_json, write_text
 from sm70.config import Config
 from sm70.errors import Sm70Error
+from sm70.train import attention as attention_impl
 
 
 class TrainConfig(Config):
@@ -52,8 +53,9 @@ class TrainConfig(Config):
     optim: str = Field("auto", description="auto (paged_adamw_8bit on CUDA, adamw_torch on the CPU) or a "
                                            "transformers optimizer name")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
-    attn_implementation: str = Field("sdpa", description="sdpa, eager or flash_attention_2 (flash packs by "
-                                                         "position ids, the others by a block-diagonal mask)")
+    attn_implementation: str = Field("sdpa_varlen", description="sdpa, eager (a block-diagonal mask per packed row), "
+                                                         "sdpa_varlen (sdpa per example, no mask) or "
+                                                         "flash_attention_2 (varlen on CUDA)")
     eval_steps: int = Field(50, ge=1, description="steps between validation-loss passes")
     max_eval_rows: int | None = Field(None, ge=1, description="validate on the first N validation rows only "
                                                               "(all when unset)")
@@ -169,7 +171,8 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
 
     transformers.set_seed(cfg.seed)  # LoRA initialization
     model = _lora_model(cfg, compute, fsdp, cuda)
-    attention = "position_ids" if cfg.attn_implementation.startswith("flash") else "mask"
+    varlen = cfg.attn_implementation.startswith("flash") or cfg.attn_implementation == attention_impl.NAME
+    attention = "position_ids" if varlen else "mask"
     width = cfg.max_length if cfg.packing else None
     collate = {split: packing.PackedCollator(tokenizer.pad_token_id, attention, width) for split in data}
     args = TrainingArguments(
@@ -227,6 +230,7 @@ def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
     model = load_model(cfg.model, quant=cfg.quant, dtype=cfg.compute_dtype, device_map=device_map,
                        storage_dtype=compute if fsdp else None)
     model.config.use_cache = False
+    attention_impl.register()
     model.set_attn_implementation(cfg.attn_implementation)
     if cfg.quant == "nf4" and not fsdp:
         # Upcasts the unquantized parameters to fp32 for stable LoRA training. Not under FSDP: there every
