@@ -2,17 +2,22 @@
 
 baseline: plain transformers.Trainer + PEFT + bitsandbytes NF4, padded batches of random rows, loss on
           the whole sequence (how the QLoRA reference feeds its data).
-sm70:     the `sm70 train` Trainer (sm70.train.sft.build_trainer): rows packed up to max_length with
-          block-diagonal attention, loss on the completion only.
+sm70:     the `sm70 train` Trainer (sm70.train.sft.build_trainer): rows packed up to max_length, each
+          example attending only to itself (sdpa_varlen), loss on the completion only.
 Same tiny model shape (hidden 512, 8 layers, intermediate 1408, vocab 4000), same LoRA (r 16, alpha 32,
 dropout 0.05, all linear layers), same pool of Medical Meadow rows, micro-batch 8 x max length 512, same
 number of optimizer steps, adamw_torch, no gradient checkpointing. Each side runs in its own child
 process so that its peak RSS is its own. Useful tokens = tokens of real examples read (padding excluded).
 
     .venv/bin/python bench/train_throughput.py [--steps 8] [--rows 1024] [--model tiny|smollm2]
+                                               [--sm70-micro-batch 8,6]
 
 `--model smollm2` trains the real SmolLM2-135M-Instruct (fetched by `sm70 model fetch` into
 .cache/models) instead of the tiny shape, on the same rows rendered with its chat template.
+
+`--sm70-micro-batch 8,6` also runs sm70 at 6 packed rows per step: packed rows are full, so 8 of them
+hold more tokens (and activations) than 8 padded rows; fewer packed rows is the fair like-for-like memory
+point. The last line gives the ratio and peak memory at each.
 
 The CPU here is shared, so the figures are noisy; the ratio is the comparable number.
 """
@@ -68,13 +73,13 @@ def run_baseline(model: Path, data: Path, steps: int) -> dict:
     return timed(trainer, tokenizer.pad_token_id)
 
 
-def run_sm70(model: Path, data: Path, steps: int) -> dict:
+def run_sm70(model: Path, data: Path, steps: int, micro_batch: int = MICRO_BATCH) -> dict:
     from sm70.config import load_config
     from sm70.train.sft import TrainConfig, build_trainer
 
     cfg = load_config(TrainConfig, model=str(model), data=str(data), out=tempfile.mkdtemp(), seed=SEED,
                       lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                      micro_batch=MICRO_BATCH, max_length=MAX_LENGTH, max_steps=steps, lr=LR, warmup_ratio=0,
+                      micro_batch=micro_batch, max_length=MAX_LENGTH, max_steps=steps, lr=LR, warmup_ratio=0,
                       optim="adamw_torch", gradient_checkpointing=False, packing=True, completion_only=True,
                       eval_steps=10**6, logging_steps=10**6, save_steps=10**6)
     trainer, tokenizer = build_trainer(cfg, eval_on_start=False, verbose=False)
@@ -97,6 +102,7 @@ def timed(trainer, pad_id: int) -> dict:
     trainer.train()
     seconds = time.perf_counter() - start
     return {"tokens_per_s": seen["real"] / seconds, "seconds": seconds, "real_tokens": seen["real"],
+            "rows": trainer.args.per_device_train_batch_size,
             "padding": 1 - seen["real"] / max(seen["slots"], 1), "widest": seen["widest"],
             "peak_rss_gib": peak_rss_gib()}
 
@@ -125,13 +131,16 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1024, help="size of the shared row pool")
     parser.add_argument("--model", dest="which", choices=["tiny", "smollm2"], default="tiny",
                         help="tiny: the bench shape; smollm2: the real SmolLM2-135M-Instruct")
+    parser.add_argument("--sm70-micro-batch", default=str(MICRO_BATCH),
+                        help="packed rows per step for sm70, comma-separated for several runs (default 8)")
     parser.add_argument("--side", choices=["baseline", "sm70"], help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", dest="model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:  # child process: one side, one JSON line
-        run = run_baseline if args.side == "baseline" else run_sm70
-        print("RESULT " + json.dumps(run(args.model, args.data, args.steps)))
+        result = run_baseline(args.model, args.data, args.steps) if args.side == "baseline" else \
+            run_sm70(args.model, args.data, args.steps, int(args.sm70_micro_batch))
+        print("RESULT " + json.dumps(result))
         return 0
     if not ROWS.is_file():
         print(f"{ROWS}: not found (the bench needs ../shared/data)", file=sys.stderr)
@@ -151,23 +160,27 @@ def main() -> int:
         model = build_tiny_model(load_config(TinyModelConfig, out=str(work / "model"), **SHAPE))
         data = write_pool(work / "data", args.rows)
     results = {}
-    for side in ("baseline", "sm70"):
+    runs = [("baseline", MICRO_BATCH)] + [("sm70", int(n)) for n in args.sm70_micro_batch.split(",")]
+    for side, rows in runs:
         done = subprocess.run([sys.executable, __file__, "--side", side, "--model-dir", str(model), "--data", str(data),
-                               "--steps", str(args.steps)], capture_output=True, text=True)
+                               "--steps", str(args.steps), "--sm70-micro-batch", str(rows)],
+                              capture_output=True, text=True)
         lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
         if done.returncode != 0 or not lines:
             print(done.stderr[-3000:], file=sys.stderr)
             return 1
-        results[side] = r = json.loads(lines[-1][len("RESULT "):])
+        results[side if side == "baseline" else rows] = r = json.loads(lines[-1][len("RESULT "):])
         label = {"baseline": "baseline (Trainer+PEFT+NF4, padded, whole-sequence loss)",
-                 "sm70": "sm70 train (packed, block-diagonal attention, completion-only loss)"}[side]
+                 "sm70": "sm70 train (packed, per-example attention, completion-only loss)"}[side]
         print(f"{label}: {r['tokens_per_s']:.0f} useful tokens/s ({r['real_tokens']} tokens in {r['seconds']:.1f} s,"
               f" {100 * r['padding']:.0f}% padding), peak RSS {r['peak_rss_gib']:.2f} GiB (widest batch"
-              f" {MICRO_BATCH}x{r['widest']})")
-    base, ours = results["baseline"], results["sm70"]
-    print(f"train throughput ({args.which}): sm70 {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x baseline useful tokens/s "
-          f"({ours['tokens_per_s']:.0f} vs {base['tokens_per_s']:.0f}; {args.steps} steps of {MICRO_BATCH}x"
-          f"{MAX_LENGTH}), peak RSS {ours['peak_rss_gib']:.2f} vs {base['peak_rss_gib']:.2f} GiB")
+              f" {r['rows']}x{r['widest']})")
+    base = results.pop("baseline")
+    print(f"train throughput ({args.which}, {args.steps} steps; baseline {MICRO_BATCH} padded rows, "
+          f"{base['tokens_per_s']:.0f} useful tokens/s, peak RSS {base['peak_rss_gib']:.2f} GiB): " + "; ".join(
+              f"sm70 {rows}x{MAX_LENGTH} packed {ours['tokens_per_s'] / base['tokens_per_s']:.2f}x "
+              f"({ours['tokens_per_s']:.0f} tokens/s), peak RSS {ours['peak_rss_gib']:.2f} GiB"
+              for rows, ours in results.items()))
     return 0
 
 
