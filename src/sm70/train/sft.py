@@ -36,7 +36,7 @@ class TrainConfig(Config):
         "all-linear", description="modules that get LoRA: all-linear (every linear layer but the output "
                                   "layer, as QLoRA does) or a list of module names")
     max_length: int = Field(512, ge=8, description="tokens per row; longer examples are truncated, never dropped")
-    packing: bool = Field(True, description="pack examples first-fit into rows, each isolated by its own mask")
+    packing: bool = Field(True, description="pack examples into rows; no example attends to another")
     completion_only: bool = Field(True, description="loss on the completion only, the prompt is context")
     loss_chunk: int = Field(1024, ge=0, description="compute the output layer and loss only at labelled "
                                                     "positions, this many at a time (0: the model's own loss "
@@ -53,9 +53,9 @@ class TrainConfig(Config):
     optim: str = Field("auto", description="auto (paged_adamw_8bit on CUDA, adamw_torch on the CPU) or a "
                                            "transformers optimizer name")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
-    attn_implementation: str = Field("sdpa_varlen", description="sdpa, eager (a block-diagonal mask per packed row), "
-                                                         "sdpa_varlen (sdpa per example, no mask) or "
-                                                         "flash_attention_2 (varlen on CUDA)")
+    attn_implementation: str = Field("sdpa_varlen", description="sdpa_varlen (sdpa per packed example, no mask), "
+                                                                "sdpa or eager (a block-diagonal mask per row), "
+                                                                "flash_attention_2 (varlen on CUDA)")
     eval_steps: int = Field(50, ge=1, description="steps between validation-loss passes")
     max_eval_rows: int | None = Field(None, ge=1, description="validate on the first N validation rows only "
                                                               "(all when unset)")
