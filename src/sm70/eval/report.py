@@ -84,15 +84,14 @@ def _rows(results: dict) -> list[tuple[str, ...]]:
         metrics = task.get("metrics") or {}
         n, total = task.get("n"), task.get("n_total")
         items = f"{n}/{total}" if total is not None and total != n else f"{n}"
-        limit = (task.get("data") or {}).get("limit")
+        data = task.get("data") or {}
         title = TASK_TITLES.get(name, name) + (" (bundled sample)" if is_bundled_sample(task) else "")
-        if limit is not None:
-            title += f" (first {limit} of {task['data'].get('items_in_file')}: a subsample)"
-        sample = (task.get("data") or {}).get("sample")
-        if sample is not None:
-            title += f" ({sample} of {task['data'].get('items_in_file')} drawn with seed {task['data'].get('seed')})"
-        one_gold = (task.get("data") or {}).get("one_gold_answer")
-        if one_gold is not None:
+        if data.get("limit") is not None:
+            title += f" (first {data['limit']} of {data.get('items_in_file')}: a subsample)"
+        if data.get("sample") is not None:
+            title += f" ({data['sample']} of {data.get('items_in_file')} drawn with seed {data.get('seed')})"
+        if data.get("one_gold_answer") is not None:
+            one_gold = data["one_gold_answer"]
             title += f" (every scored answer is {one_gold!r}: not a measure of the model)"
         rows.append((title, items, setting(task), _metric(metrics.get("acc")), _ci(metrics.get("acc")),
                      _metric(metrics.get("acc_norm"))))
