@@ -221,6 +221,7 @@ def _check_out(cfg: TrainConfig, out: Path) -> str:
 def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    from sm70.model.bnb import keep_training_layout
     from sm70.model.load import load_model
 
     device_map = False if fsdp else None  # FSDP places the shards itself
@@ -230,6 +231,7 @@ def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
     model = load_model(cfg.model, quant=cfg.quant, dtype=cfg.compute_dtype, device_map=device_map,
                        storage_dtype=compute if fsdp else None)
     model.config.use_cache = False
+    keep_training_layout(model)  # validation must not switch the 4-bit layers to a path without gradients
     attention_impl.register()
     model.set_attn_implementation(cfg.attn_implementation)
     if cfg.quant == "nf4" and not fsdp:
