@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sm70.model.bnb import keep_training_layout
 from sm70.model.load import load_model, load_tokenizer
 from sm70.train.examples import tokenize
 from sm70.train.packing import PackedCollator, pack, singles
@@ -17,7 +18,9 @@ def setup(tiny_model, medical_rows):
 
     tokenizer = load_tokenizer(tiny_model)
     torch.manual_seed(0)
-    model = get_peft_model(load_model(tiny_model, quant="nf4"),
+    base = load_model(tiny_model, quant="nf4")
+    keep_training_layout(base)  # as training does: the no-grad tests below must not change the gradient path
+    model = get_peft_model(base,
                            LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
     model.eval()
     examples, _ = tokenize(medical_rows(copies=1), tokenizer, max_length=256)
