@@ -34,13 +34,13 @@ CHAT = [{"role": "user", "content": "What is the first-line treatment for anaphy
 class LlamaServer:
     """llama.cpp's own OpenAI server in its own process (one thread), so a test can SIGKILL it."""
 
-    def __init__(self, gguf: Path, port: int, interrupt: bool = False):
-        self.gguf, self.port, self.url, self.interrupt = gguf, port, f"http://127.0.0.1:{port}", interrupt
+    def __init__(self, gguf: Path, port: int):
+        self.gguf, self.port, self.url = gguf, port, f"http://127.0.0.1:{port}"
         self.argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
                      "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1",
                      "--n_ctx", "2048", "--api_key", ENGINE_KEY, "--verbose", "false",
                      # its default (true) cuts the answer in progress when another request arrives
-                     "--interrupt_requests", str(interrupt).lower()]
+                     "--interrupt_requests", "false"]
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -58,7 +58,7 @@ class LlamaServer:
             time.sleep(0.2)
 
     def restart(self) -> "LlamaServer":
-        self.__init__(self.gguf, self.port, self.interrupt)
+        self.__init__(self.gguf, self.port)
         return self.wait()
 
     def kill(self) -> None:
@@ -183,38 +183,3 @@ def test_sigkill_one_llama_cpp_server_under_load(cluster):
         client(cluster).chat.completions.create(model="smollm2", messages=CHAT, max_tokens=2)
     assert {u["name"]: u["served"] for u in upstreams(cluster)}[f"127.0.0.1:{victim.port}"] > \
         served[f"127.0.0.1:{victim.port}"]
-
-
-def test_an_engine_that_cuts_a_stream_short_is_never_passed_off_as_a_whole_answer(smollm2_gguf, tmp_path):
-    """llama.cpp's server, left at its default, ends the answer in progress with `[DONE]` and no
-    finish_reason when another request arrives. The gateway tells the client the answer is incomplete."""
-    engine = LlamaServer(smollm2_gguf / "model-q8_0.gguf", free_port(), interrupt=True)
-    try:
-        engine.wait()
-        (tmp_path / "upstream.key").write_text(ENGINE_KEY + "\n")
-        gateway = start_gateway(tmp_path, [engine.url + "/v1"], upstream_key=str(tmp_path / "upstream.key"))
-        outcomes = []
-
-        def ask():
-            c = openai.OpenAI(base_url=gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120)
-            try:
-                chunks = list(c.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=48,
-                                                        temperature=0, stream=True))
-                outcomes.append(chunks[-1].choices[0].finish_reason)
-            except openai.APIError as e:
-                assert "incomplete" in str(e.message), e
-                outcomes.append("incomplete")
-
-        threads = [threading.Thread(target=ask) for _ in range(2)]
-        for t in threads:
-            t.start()
-            time.sleep(0.5)
-        for t in threads:
-            t.join(timeout=120)
-        gateway.stop()
-        # the first is cut by the second (or the second by the health probe once the engine is taken out)
-        assert len(outcomes) == 2 and "incomplete" in outcomes and set(outcomes) <= {"incomplete", "stop", "length"}
-        assert [e["outcome"] for e in lines(gateway.audit_log) if e["outcome"] != "streaming"].count(
-            "upstream_error") == outcomes.count("incomplete")
-    finally:
-        engine.kill()
