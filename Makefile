@@ -18,15 +18,19 @@ LLAMA_CPP_SDIST   := $(LLAMA_CPP_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.
 LLAMA_CPP_CMAKE   := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
 
-.PHONY: demo test install device clean
+.PHONY: demo test test-random install device lock clean
+
+# Every package pinned to the versions the last green CI ran with (pip constraints); pyproject.toml keeps
+# ranges for people who install sm70 into their own environment. `make lock` resolves them afresh.
+LOCK := requirements/lock.txt
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,19 +45,27 @@ $(VENV)/.device: $(VENV)/.installed | $(LLAMA_CPP_SDIST)
 	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  $(BIN)/python -m pip wheel -q --no-deps $(LLAMA_CPP_SDIST) -w $(LLAMA_CPP_DIR)/wheels
 	$(BIN)/python -m pip install -q $(LLAMA_CPP_DIR)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
-	$(BIN)/python -m pip install -q -e '.[dev,device]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev,device]'
 	$(BIN)/sm70 export converter sdist=$(LLAMA_CPP_SDIST)
 	touch $@
 
 device: $(VENV)/.device
+
+lock: | $(BIN)/python
+	$(BIN)/python requirements/write_lock.py $(TORCH)
 
 demo: install
 	$(BIN)/sm70 demo
 
 # One torch thread per process: the suite runs servers, DDP workers and the pipeline as subprocesses
 # beside the test process, and tiny-model steps are 7-10x slower when two processes fight over 2 cores.
+# In file order; `make test-random` shuffles modules and the tests within each (pytest-randomly prints
+# the seed: `make test-random SEED=N` repeats an order).
 test: install device
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:randomly
+
+test-random: install device
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(if $(SEED),--randomly-seed=$(SEED),)
 
 clean:
 	rm -rf $(VENV) runs
