@@ -1,11 +1,18 @@
 """An OpenAI-style engine on loopback whose every answer the test decides: what a real engine does
-only by chance (cut a stream, close the connection) it does on cue, so the gateway's handling of it
-is tested deterministically.
+only by chance or when broken (cut a stream, close the connection, send too much, echo a key, set a
+cookie) it does on cue, so the gateway's handling of it is tested deterministically.
 
-The user's last message names the script: `whole` streams an answer that ends with a finish_reason
-and `[DONE]`; `cut` sends `[DONE]` before any finish_reason (what llama.cpp's Python server does to
-an answer in progress when another request arrives); `hangup` closes the connection after a few
-events, without `[DONE]`."""
+The user's last message names the script:
+- `whole`: a streamed or whole answer that ends with a finish_reason (and `[DONE]` when streamed);
+- `cut`: `[DONE]` before any finish_reason (what llama.cpp's Python server does to an answer in
+  progress when another request arrives); `hangup`: the connection closed without `[DONE]`;
+- `huge-body`: a whole answer larger than the gateway's cap; `long-line`: one stream line over it;
+- `bad-usage`: a whole answer whose `usage` holds no counts;
+- `refuse`: 401 with a body that echoes the credential it was sent;
+- `fail`: HTTP 500;
+- `cookie`: a whole answer that sets a cookie.
+Every request's headers and body are kept in `.seen` for the test to read.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODEL = "scripted"
 WORDS = ["Intramuscular", " epinephrine", " 0.5", " mg", " now."]
+HUGE = 3 << 20    # bytes of an oversized body or line: over the caps the tests set
 
 
 def _chunk(content: str | None, finish: str | None) -> bytes:
@@ -24,16 +32,26 @@ def _chunk(content: str | None, finish: str | None) -> bytes:
     return b"data: " + json.dumps(event).encode() + b"\n\n"
 
 
+def _answer(text: str, use) -> bytes:
+    return json.dumps({"id": "chatcmpl-scripted", "object": "chat.completion", "model": MODEL,
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": "stop"}], "usage": use}).encode()
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:   # quiet: the test reads the gateway's audit, not this
         pass
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+    def _send(self, status: int, body: bytes, *headers: tuple[str, str]) -> None:
         self.send_response(status)
-        self.send_header("content-type", content_type)
+        self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
+        self.send_header("connection", "close")   # no kept-alive connection outlives `stop()`
+        self.close_connection = True
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -46,7 +64,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
         script = body["messages"][-1]["content"].strip()
-        self.server.requests.append(script)
+        self.server.seen.append({"script": script, "headers": {k.lower(): v for k, v in self.headers.items()},
+                                 "body": body})
+        use = {"prompt_tokens": 7, "completion_tokens": len(WORDS), "total_tokens": 7 + len(WORDS)}
+        if script == "refuse":
+            return self._send(401, json.dumps({"error": {"message": f"bad key {self.headers['authorization']}"}})
+                              .encode())
+        if script == "fail":
+            return self._send(500, b'{"error": {"message": "engine on fire"}}')
+        if not body.get("stream"):
+            if script == "huge-body":
+                return self._send(200, _answer("x" * HUGE, use))
+            if script == "bad-usage":
+                return self._send(200, _answer("".join(WORDS), {"prompt_tokens": -5, "completion_tokens": "many"}))
+            if script == "cookie":
+                return self._send(200, _answer("".join(WORDS), use), ("set-cookie", "engine_session=abc; Path=/"))
+            return self._send(200, _answer("".join(WORDS), use))
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("connection", "close")
@@ -56,6 +89,8 @@ class _Handler(BaseHTTPRequestHandler):
             events += [_chunk(None, "stop"), b"data: [DONE]\n\n"]
         elif script == "cut":
             events += [b"data: [DONE]\n\n"]
+        elif script == "long-line":
+            events += [b"data: " + b"x" * HUGE + b"\n\n"]
         elif script != "hangup":
             raise ValueError(f"unknown script {script!r}")
         for e in events:
@@ -70,14 +105,18 @@ class ScriptedEngine:
     def __init__(self):
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
-        self.server.requests = []
+        self.server.seen = []
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
+    def seen(self) -> list[dict]:
+        return self.server.seen
+
+    @property
     def requests(self) -> list[str]:
-        return self.server.requests
+        return [s["script"] for s in self.server.seen]
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -66,7 +66,9 @@ def test_openai_client_through_the_gateway(cluster):
                                             stream_options={"include_usage": True}, **FIXED))
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == r.choices[0].message.content
     assert chunks[-1].usage.completion_tokens == 8 and chunks[0].model_extra["disclaimer"]
-    assert len([ch for ch in chunks if ch.choices and ch.choices[0].delta.content]) > 1   # passed through, not buffered
+    # (that the gateway passes each engine event on as it comes, not buffered, is tested against an engine
+    # that sends a known number of events: test_cut_streams.py; this engine merges the tokens waiting for a
+    # reader that fell behind, so its event count depends on the machine's load)
 
     p = c.completions.create(model="model", prompt="The patient", max_tokens=6, **FIXED)
     s = list(c.completions.create(model="model", prompt="The patient", max_tokens=6, stream=True, **FIXED))

@@ -94,6 +94,11 @@ class Gate:
         """The request body if the request may go on to the router; None once it was answered."""
         headers = dict(scope.get("headers", []))
         host = headers.get(b"host", b"").decode("latin-1")
+        if sum(name == b"host" for name, _ in scope.get("headers", [])) > 1:
+            # which one a proxy in front of us read is unknowable: a DNS-rebinding page can send both
+            ex.extra["host"] = host[:MAX_RECORDED]
+            await ex.respond(421, "more than one Host header", "invalid_request_error", outcome="wrong_host")
+            return None
         if not self.hosts.allows(host):
             ex.extra["host"] = host[:MAX_RECORDED]
             await ex.respond(421, f"this server does not answer for Host {host[:MAX_RECORDED]!r}; if that is "

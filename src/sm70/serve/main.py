@@ -33,6 +33,11 @@ class ServeConfig(Config):
                                       "$SM70_UPSTREAM_KEY); sent to them only")
     upstream_timeout_s: float = Field(300.0, gt=0, description="longest wait for an engine's next bytes")
     health_interval_s: float = Field(2.0, gt=0, description="seconds between engine health checks")
+    eject_after: int = Field(3, ge=1, description="upstream: failed answers in a row that take an engine out")
+    max_ejected: float = Field(0.5, gt=0, le=1, description="upstream: largest share of engines taken out for "
+                                                            "their answers (one that refuses connections is out)")
+    eject_for_s: float = Field(10.0, ge=0, description="upstream: seconds an engine taken out for its answers "
+                                                       "stays out before its health check may bring it back")
     adapter: Path | None = None
     quant: Literal["none", "nf4"] = "none"
     dtype: str = "auto"
@@ -130,7 +135,8 @@ def open_upstreams(cfg: ServeConfig):
     from sm70.serve.upstream.proxy import ProxyService
 
     key = cfg.upstream_key.read_text().strip() if cfg.upstream_key else os.environ.get("SM70_UPSTREAM_KEY")
-    pool = Pool(cfg.upstream, key or None, timeout_s=cfg.upstream_timeout_s, health_interval_s=cfg.health_interval_s)
+    pool = Pool(cfg.upstream, key or None, timeout_s=cfg.upstream_timeout_s, health_interval_s=cfg.health_interval_s,
+                eject_after=cfg.eject_after, max_ejected=cfg.max_ejected, eject_for_s=cfg.eject_for_s)
     service = ProxyService(pool, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
                            default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
     return service, pool, {"upstreams": ",".join(u.name for u in pool.upstreams)}
@@ -193,6 +199,8 @@ def setup_logging(cfg: ServeConfig) -> None:
     handler.setFormatter(JsonFormatter() if cfg.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler])
+    # httpx logs every request at INFO: each health probe of each engine, hundreds of lines a minute
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):

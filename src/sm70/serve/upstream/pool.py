@@ -1,8 +1,14 @@
 """The upstream engines and how a request picks one: least outstanding requests among the healthy.
 
-An engine is taken out the moment a request to it fails at the transport level or with a 5xx, and
-brought back by the health loop once `GET {url}/models` answers again; the same probe learns which
-model ids it serves. The engines' own credential (`upstream_key`) goes only to them.
+Ejection follows Envoy's outlier detection rather than one strike: an engine that refuses the
+connection is out at once (it cannot answer anyone); one that answers badly (a 5xx, a broken
+stream, a malformed body) is taken out after `eject_after` failures in a row, and only while fewer
+than `max_ejected` of the engines are already out that way, so a burst of bad answers never takes
+every engine out while one still accepts connections. The health loop brings an engine back once
+`GET {url}/models` answers again, for one taken out for its answers no sooner than `eject_for_s`
+later (its model list may answer while its completions fail); the same probe learns which model ids
+it serves. The engines' own
+credential (`upstream_key`) goes only to them, and nothing they set (cookies) comes back to them.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +37,9 @@ class Upstream:
     models: list[str] = field(default_factory=list)
     served: int = 0
     failures: int = 0
+    in_a_row: int = 0               # failures since its last good answer
+    ejected: bool = False           # taken out for its answers (counts against `max_ejected`)
+    ejected_until: float = 0.0      # monotonic time before which the probe leaves it out
 
     @classmethod
     def parse(cls, url: str) -> "Upstream":
@@ -42,10 +53,12 @@ class Upstream:
 
 
 class Pool:
-    def __init__(self, urls: list[str], key: str | None, *, timeout_s: float, health_interval_s: float):
+    def __init__(self, urls: list[str], key: str | None, *, timeout_s: float, health_interval_s: float,
+                 eject_after: int = 3, max_ejected: float = 0.5, eject_for_s: float = 10.0):
         self.upstreams = [Upstream.parse(u) for u in urls]
         if not self.upstreams:
             raise Sm70Error("upstream: no URL given")
+        self.eject_after, self.max_ejected, self.eject_for_s = eject_after, max_ejected, eject_for_s
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.timeout = httpx.Timeout(timeout_s, connect=5.0)
         self.health_interval_s = health_interval_s
@@ -87,11 +100,27 @@ class Pool:
         tied = [u for u in ready if u.outstanding == low]
         return tied[next(self._turn) % len(tied)]   # rotate among equals, so an idle pool spreads too
 
-    def fail(self, up: Upstream, why: str) -> None:
+    def fail(self, up: Upstream, why: str, *, unreachable: bool = False) -> None:
+        """A request to `up` failed; `unreachable`: it did not even accept the connection."""
         up.failures += 1
-        if up.healthy:
-            log.warning("upstream %s taken out: %s", up.name, why)
+        up.in_a_row += 1
+        if not up.healthy:
+            return
+        if not unreachable:
+            if up.in_a_row < self.eject_after:
+                return
+            out = sum(u.ejected for u in self.upstreams)
+            if out + 1 > self.max_ejected * len(self.upstreams):
+                log.warning("upstream %s failed %d times in a row (%s); kept in: %d of %d engines are "
+                            "already out for their answers", up.name, up.in_a_row, why, out, len(self.upstreams))
+                return
+            up.ejected, up.ejected_until = True, time.monotonic() + self.eject_for_s
+        log.warning("upstream %s taken out: %s", up.name, why)
         up.healthy = False
+
+    def succeed(self, up: Upstream) -> None:
+        up.served += 1
+        up.in_a_row = 0
 
     # -- health ----------------------------------------------------------------------------------
     async def probe(self, up: Upstream) -> None:
@@ -99,6 +128,8 @@ class Pool:
             # Answering our requests is proof of life, and a probe would cost a serializing engine a
             # turn (llama.cpp's server by default even cuts the stream in progress for a new request).
             # A dead engine fails those requests (`fail`); a hung one, their timeout.
+            return
+        if up.ejected and time.monotonic() < up.ejected_until:
             return
         try:
             r = await self.client.get(up.url + "/models", headers=self.headers, timeout=2.0)
@@ -111,7 +142,7 @@ class Pool:
             return
         if not up.healthy:
             log.info("upstream %s is answering: %s", up.name, ", ".join(models))
-        up.models, up.healthy = models, True
+        up.models, up.healthy, up.ejected, up.in_a_row = models, True, False, 0
 
     async def _loop(self) -> None:
         while True:
@@ -119,8 +150,10 @@ class Pool:
             await asyncio.gather(*(self.probe(u) for u in self.upstreams))
 
     async def start(self) -> None:
-        self.client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=None,
-                                                                                   max_keepalive_connections=64))
+        # No cookie jar: a cookie one engine sets must not ride along on every user's later requests.
+        no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+        self.client = httpx.AsyncClient(timeout=self.timeout, cookies=no_cookies,
+                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         await asyncio.gather(*(self.probe(u) for u in self.upstreams))
         if self.problem:
             log.warning("%s; requests get 503 until one does", self.problem)

@@ -6,6 +6,10 @@ retried once on another engine: a transport error, a 5xx or a 429 before anythin
 client (for a stream: before its first event arrived). After that the stream is passed through
 event by event; if the engine breaks mid-answer the client gets an SSE error event and the audit
 line says `upstream_error`: two half-answers from two engines are never joined.
+
+The engine is not trusted more than a client: it gets only the fields sm70 documents, its bodies and
+stream lines are read up to a cap, its `usage` counts are used only when they are counts, and its
+401/403 (which may echo the credential it was sent) never reaches the client in its own words.
 """
 
 from __future__ import annotations
@@ -19,12 +23,71 @@ from typing import AsyncIterator
 import httpx
 
 from sm70.serve.audit import AuditRecord
-from sm70.serve.protocol import ChatRequest, Request, error_body
+from sm70.serve.protocol import ChatRequest, Request, error_body, usage
 from sm70.serve.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT, HTTPError
 from sm70.serve.upstream.pool import Pool, Upstream
 
 BROKEN = ("the engine answering this request failed part-way; the answer above is incomplete, do not rely "
           "on it; ask again")
+# What an engine may send: a whole answer or error body, and one line of a stream. Past that the engine
+# is failed: a broken or hostile engine must not make the gateway hold its output in memory.
+MAX_BODY = 8 << 20
+MAX_LINE = 1 << 20
+REFUSED = "refused the gateway's credential for it (HTTP {status}): the operator must check upstream_key"
+
+
+class EngineOverflow(ValueError):
+    """An engine sent more than a body or a line may hold."""
+
+
+async def bounded_lines(response: httpx.Response, limit: int) -> AsyncIterator[str]:
+    """The body's lines (LF or CRLF), none longer than `limit` bytes; raises EngineOverflow."""
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if len(line) > limit:
+                raise EngineOverflow(f"a line over {limit} bytes")
+            yield line.rstrip(b"\r").decode()
+        if len(pending) > limit:
+            raise EngineOverflow(f"a line over {limit} bytes")
+    if pending:
+        yield pending.rstrip(b"\r").decode()
+
+
+async def bounded_body(response: httpx.Response, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes; raises EngineOverflow."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise EngineOverflow(f"a body of {declared} bytes (over {limit})")
+    parts, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise EngineOverflow(f"a body over {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def valid_usage(use) -> tuple[int, int] | None:
+    """(prompt_tokens, completion_tokens) from an engine's `usage`, or None if it is not two counts."""
+    if not isinstance(use, dict):
+        return None
+    counts = use.get("prompt_tokens"), use.get("completion_tokens")
+    if all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 31 for n in counts):
+        return counts
+    return None
+
+
+def forwarded(req: Request) -> dict:
+    """The request as the engine gets it: only the fields sm70 documents (protocol.py), so that an
+    engine-specific knob (`logit_bias`, `best_of`, `lora_request` with a path) never reaches it."""
+    known = type(req).model_fields
+    data = {k: v for k, v in req.model_dump(exclude_unset=True).items() if k in known}
+    if "messages" in data:
+        data["messages"] = [{"role": m["role"], "content": m["content"]} for m in data["messages"]]
+    return data
 
 
 class Retry(Exception):
@@ -35,12 +98,26 @@ class Retry(Exception):
         self.status = status
 
 
+class Lease:
+    """One request's hold on an engine's slot: taken once, given back exactly once, so that the
+    engine's outstanding count (least-outstanding balancing, `/ready`) cannot drift."""
+
+    def __init__(self, up: Upstream):
+        self.up, self.held = up, True
+        up.outstanding += 1
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.up.outstanding -= 1
+
+
 class Call:
     """An open streamed answer from one engine: the events still to read, and the slot it holds."""
 
-    def __init__(self, pool: Pool, up: Upstream, response: httpx.Response):
-        self.pool, self.up, self.response = pool, up, response
-        self.lines = response.aiter_lines()
+    def __init__(self, lease: Lease, response: httpx.Response):
+        self.lease, self.up, self.response = lease, lease.up, response
+        self.lines = bounded_lines(response, MAX_LINE)
         self.first: str | None = None
         self.closed = False
 
@@ -54,7 +131,7 @@ class Call:
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.up.outstanding -= 1
+            self.lease.release()
             await self.response.aclose()
 
     def cancel(self) -> None:
@@ -93,7 +170,7 @@ class ProxyService:
         model = req.model or served[0]
         if model not in served:
             raise HTTPError(404, f"model {model!r} is not served here; served: {served}", "not_found_error", "model")
-        data = req.model_dump(exclude_unset=True)
+        data = forwarded(req)
         data["model"] = model
         if chat:
             messages = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in data["messages"]]
@@ -120,20 +197,26 @@ class ProxyService:
         try:
             response = await client.send(request, stream=True)
         except httpx.HTTPError as e:
-            self.engine.fail(up, type(e).__name__)
+            self.engine.fail(up, type(e).__name__, unreachable=isinstance(e, httpx.ConnectError))
             raise Retry(502, f"{up.name}: {type(e).__name__}") from None
-        if response.status_code < 400:
+        status = response.status_code
+        if status < 400:
             return response
         body = await _read_quietly(response)
-        if response.status_code >= 500 or response.status_code == 429:
-            if response.status_code >= 500:
-                self.engine.fail(up, f"HTTP {response.status_code}")
-            raise Retry(503 if response.status_code in (429, 503) else 502, f"{up.name}: HTTP {response.status_code}")
-        message, type_, param = _error_of(body, response.status_code)
-        raise HTTPError(response.status_code, message, type_, param)
+        if status in (401, 403):
+            # Never the engine's words: an engine's 401 may echo the credential it was sent.
+            self.engine.fail(up, REFUSED.format(status=status))
+            raise Retry(502, f"{up.name}: " + REFUSED.format(status=status))
+        if status >= 500 or status == 429:
+            if status >= 500:
+                self.engine.fail(up, f"HTTP {status}")
+            raise Retry(503 if status in (429, 503) else 502, f"{up.name}: HTTP {status}")
+        message, type_, param = _error_of(body, status)
+        raise HTTPError(status, message, type_, param)
 
     async def _attempt(self, path: str, data: dict, model: str, record: AuditRecord, opener):
-        """Up to two engines; `opener(up, response)` turns an open response into the result."""
+        """Up to two engines; `opener(lease, response)` turns an open response into the result and
+        owns the lease from then on (a stream holds it until it closes)."""
         tried: list[Upstream] = []
         status, why = 503, "no upstream engine serving this model is answering"
         for _ in range(2):
@@ -141,23 +224,22 @@ class ProxyService:
             if up is None:
                 break
             tried.append(up)
-            up.outstanding += 1
-            response = None
+            lease, response = Lease(up), None
             try:
                 response = await self._send(up, path, data)
-                result = await opener(up, response)
+                result = await opener(lease, response)
             except Retry as e:
                 status, why = e.status, str(e)
                 if response is not None:
                     await response.aclose()
-                up.outstanding -= 1
+                lease.release()
                 continue
             except BaseException:
                 if response is not None:
                     await response.aclose()
-                up.outstanding -= 1
+                lease.release()
                 raise
-            up.served += 1
+            self.engine.succeed(up)
             record.upstream = up.name
             return result
         record.outcome = "upstream_unavailable"
@@ -167,19 +249,24 @@ class ProxyService:
     async def complete(self, req: Request, record: AuditRecord) -> dict:
         data, model, chat = self.payload(req, record)
 
-        async def opener(up: Upstream, response: httpx.Response) -> dict:
+        async def opener(lease: Lease, response: httpx.Response) -> dict:
+            up = lease.up
             try:
-                answer = json.loads(await response.aread())
+                answer = json.loads(await bounded_body(response, MAX_BODY))
                 choice = answer["choices"][0]
                 text = choice["message"]["content"] if chat else choice["text"]
+                if not isinstance(text, str) and text is not None:
+                    raise TypeError("the answer's text is not a string")
             except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as e:
                 self.engine.fail(up, f"a broken answer ({type(e).__name__})")
-                raise Retry(502, f"{up.name}: a broken answer") from None
+                raise Retry(502, f"{up.name}: a broken answer ({type(e).__name__})") from None
             await response.aclose()
-            up.outstanding -= 1
-            use = answer.get("usage") or {}
-            record.prompt_tokens = use.get("prompt_tokens", 0)
-            record.completion_tokens = use.get("completion_tokens", 0)
+            lease.release()
+            counts = valid_usage(answer.get("usage"))
+            answer.pop("usage", None)
+            if counts is not None:
+                record.prompt_tokens, record.completion_tokens = counts
+                answer["usage"] = usage(*counts)
             record.outcome = "ok"
             if self.keep_text:
                 record.completion = [text or ""]
@@ -191,11 +278,11 @@ class ProxyService:
     async def start(self, req: Request, record: AuditRecord) -> tuple[Call, str, bool]:
         data, model, chat = self.payload(req, record)
 
-        async def opener(up: Upstream, response: httpx.Response) -> Call:
-            call = Call(self.engine, up, response)
+        async def opener(lease: Lease, response: httpx.Response) -> Call:
+            up, call = lease.up, Call(lease, response)
             try:
                 first = await call.next_data()
-            except httpx.HTTPError as e:
+            except (httpx.HTTPError, ValueError) as e:
                 self.engine.fail(up, type(e).__name__)
                 raise Retry(502, f"{up.name}: {type(e).__name__}") from None
             if first is None or first == "[DONE]" or '"error"' in first[:20]:
@@ -221,9 +308,10 @@ class ProxyService:
                 if not isinstance(event, dict) or "error" in event:
                     raise ValueError("an error event")
                 use = event.pop("usage", None)
-                if use:
-                    record.prompt_tokens = use.get("prompt_tokens", record.prompt_tokens)
-                    record.completion_tokens = use.get("completion_tokens", record.completion_tokens)
+                counts = valid_usage(use)
+                use = usage(*counts) if counts is not None else None
+                if counts is not None:
+                    record.prompt_tokens, record.completion_tokens = counts
                 choices = event.get("choices") or []
                 if choices:
                     choice = choices[0]
@@ -256,8 +344,8 @@ class ProxyService:
 
 async def _read_quietly(response: httpx.Response) -> bytes:
     try:
-        return await response.aread()
-    except httpx.HTTPError:
+        return await bounded_body(response, MAX_BODY)
+    except (httpx.HTTPError, EngineOverflow):
         return b""
     finally:
         await response.aclose()
