@@ -139,7 +139,7 @@ def open_upstreams(cfg: ServeConfig):
                 eject_after=cfg.eject_after, max_ejected=cfg.max_ejected, eject_for_s=cfg.eject_for_s)
     service = ProxyService(pool, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
                            default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
-    return service, pool, {"upstreams": ",".join(u.name for u in pool.upstreams)}
+    return service, pool, {"upstreams": ",".join(f"{u.name}={u.address}" for u in pool.upstreams)}
 
 
 def build(cfg: ServeConfig):

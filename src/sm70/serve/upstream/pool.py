@@ -31,7 +31,8 @@ log = logging.getLogger("sm70.serve")
 @dataclass
 class Upstream:
     url: str                        # the OpenAI base, e.g. http://10.0.0.5:8000/v1
-    name: str                       # host:port, for logs, audit lines and metrics
+    name: str                       # its alias (engine-1, ...): what audit lines, /ready and /metrics show
+    address: str = ""               # host:port, for the server's own log only: key holders never see it
     healthy: bool = False
     outstanding: int = 0
     models: list[str] = field(default_factory=list)
@@ -42,22 +43,24 @@ class Upstream:
     ejected_until: float = 0.0      # monotonic time before which the probe leaves it out
 
     @classmethod
-    def parse(cls, url: str) -> "Upstream":
+    def parse(cls, url: str, alias: str) -> "Upstream":
         parts = urlsplit(url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise Sm70Error(f"upstream: {url!r} is not an http(s) URL such as http://127.0.0.1:8001/v1")
         if parts.username or parts.password:
             raise Sm70Error(f"upstream: {parts.hostname}: put the engine's credential in upstream_key=FILE, "
                             f"not in the URL (it would be logged)")
-        return cls(url=url.strip().rstrip("/"), name=parts.netloc)
+        return cls(url=url.strip().rstrip("/"), name=alias, address=parts.netloc)
 
 
 class Pool:
     def __init__(self, urls: list[str], key: str | None, *, timeout_s: float, health_interval_s: float,
                  eject_after: int = 3, max_ejected: float = 0.5, eject_for_s: float = 10.0):
-        self.upstreams = [Upstream.parse(u) for u in urls]
+        self.upstreams = [Upstream.parse(u, f"engine-{i}") for i, u in enumerate(urls, 1)]
         if not self.upstreams:
             raise Sm70Error("upstream: no URL given")
+        for u in self.upstreams:
+            log.info("upstream %s is %s", u.name, u.address)
         self.eject_after, self.max_ejected, self.eject_for_s = eject_after, max_ejected, eject_for_s
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.timeout = httpx.Timeout(timeout_s, connect=5.0)
@@ -115,7 +118,7 @@ class Pool:
                             "already out for their answers", up.name, up.in_a_row, why, out, len(self.upstreams))
                 return
             up.ejected, up.ejected_until = True, time.monotonic() + self.eject_for_s
-        log.warning("upstream %s taken out: %s", up.name, why)
+        log.warning("upstream %s (%s) taken out: %s", up.name, up.address, why)
         up.healthy = False
 
     def succeed(self, up: Upstream) -> None:
@@ -137,11 +140,12 @@ class Pool:
             models = [m["id"] for m in r.json()["data"]]
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
             if up.healthy:
-                log.warning("upstream %s taken out: health check failed (%s)", up.name, type(e).__name__)
+                log.warning("upstream %s (%s) taken out: health check failed (%s)", up.name, up.address,
+                            type(e).__name__)
             up.healthy = False
             return
         if not up.healthy:
-            log.info("upstream %s is answering: %s", up.name, ", ".join(models))
+            log.info("upstream %s (%s) is answering: %s", up.name, up.address, ", ".join(models))
         up.models, up.healthy, up.ejected, up.in_a_row = models, True, False, 0
 
     async def _loop(self) -> None:
