@@ -77,6 +77,8 @@ class EvalConfig(Config):
         "llama.cpp: model= is a .gguf file scored by llama.cpp")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split across (the hf "
                                       "backend shards items with `accelerate launch` instead)")
+    enforce_eager: bool = Field(False, description="vllm: no graph compilation (a start in seconds rather than "
+                                "minutes on a CPU; slower decoding)")
     threads: int | None = Field(None, description="llama.cpp: CPU threads (default: llama.cpp's choice)")
     kv_cache: Literal["f32", "f16"] = Field(
         "f32", description="llama.cpp key/value cache type: f32 matches the HF backend to ~1e-4, f16 (llama.cpp's "
@@ -109,9 +111,9 @@ def evaluate(cfg: EvalConfig) -> Path:
     if cfg.backend == "vllm" and cfg.threads is not None:
         raise Sm70Error("eval backend=vllm: threads= is llama.cpp's; vLLM's CPU build takes its threads from "
                         "VLLM_CPU_OMP_THREADS_BIND")
-    if cfg.backend != "vllm" and cfg.tensor_parallel_size != 1:
-        raise Sm70Error(f"eval: tensor_parallel_size={cfg.tensor_parallel_size} is vLLM's (backend=vllm); the "
-                        f"{cfg.backend} backend does not split a model across devices")
+    if cfg.backend != "vllm" and (cfg.tensor_parallel_size != 1 or cfg.enforce_eager):
+        raise Sm70Error(f"eval: tensor_parallel_size= and enforce_eager= are vLLM's (backend=vllm); the "
+                        f"{cfg.backend} backend cannot honour them")
     if cfg.cot and (cfg.mode != "generate" or cfg.template == "none"):
         raise Sm70Error("eval: cot=true asks for reasoning before the answer: it needs mode=generate and a "
                         "template (plain, alpaca, medalpaca or chat) to carry the instruction")

@@ -32,7 +32,8 @@ class VllmModel:
             raise Sm70Error(f"{what}: vLLM shards a model itself with tensor_parallel_size=N; run one "
                             f"process, not `accelerate launch` or torchrun")
         args = engine_args(cfg.model, cfg.adapter, quant=cfg.quant, dtype=cfg.dtype,
-                           tensor_parallel_size=cfg.tensor_parallel_size, what=what, seed=cfg.seed)
+                           tensor_parallel_size=cfg.tensor_parallel_size, what=what, seed=cfg.seed,
+                           enforce_eager=cfg.enforce_eager)
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 

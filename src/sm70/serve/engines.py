@@ -30,6 +30,7 @@ class EngineSpec:
     max_context: int | None = None
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
     threads: int | None = None
 
 

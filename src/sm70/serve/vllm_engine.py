@@ -36,7 +36,7 @@ class VllmEngine:
         args = engine_args(spec.model, spec.adapter, quant=spec.quant, dtype=spec.dtype,
                            tensor_parallel_size=spec.tensor_parallel_size, what="engine=vllm",
                            gpu_memory_utilization=spec.gpu_memory_utilization, max_model_len=spec.max_context,
-                           max_num_seqs=spec.max_batch)
+                           max_num_seqs=spec.max_batch, enforce_eager=spec.enforce_eager)
         from transformers import AutoConfig
         from vllm import AsyncEngineArgs, AsyncLLMEngine
         from vllm.lora.request import LoRARequest
