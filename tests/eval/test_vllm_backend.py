@@ -89,6 +89,7 @@ def test_loglik_agrees_with_the_hf_backend(runs, task):
     worst = max(abs(a - b) for o, h in zip(ours, hf) for a, b in zip(o["logliks"], h["logliks"]))
     assert [(o["id"], o["prediction"], o["pred_norm"]) for o in ours] == \
            [(h["id"], h["prediction"], h["pred_norm"]) for h in hf]
+    print(f"{task}: largest log-likelihood difference {worst:.2e}")  # shown by pytest -rP
     assert worst <= TOL, f"largest log-likelihood difference {worst:.2e}"
 
 
@@ -100,6 +101,7 @@ def test_loglik_agrees_with_lm_eval(runs, lm_eval, task):
     for row, ref, item in zip(ours, theirs, items):
         assert row["id"] == item.id
         assert row["prediction"] == list(item.options)[max(range(len(ref)), key=lambda i: (ref[i], -i))]
+    print(f"{task}: largest log-likelihood difference {worst:.2e}")  # shown by pytest -rP
     assert worst <= TOL, f"largest log-likelihood difference {worst:.2e}"
 
 
