@@ -4,7 +4,8 @@ backend. The HF model is never loaded: only its tokenizer, which renders and tok
 
 Log-likelihoods are vLLM's prompt log-probabilities (`prompt_logprobs`) of the continuation tokens,
 each request tokenized by lm-eval's rules (`LmEvalEncoding`). Measured on SmolLM2-135M in float32
-(CPU build of vLLM 0.32): within 2e-5 per token of transformers' float32; in bf16, ~5e-2.
+(CPU build of vLLM 0.32), per choice, summed over its tokens: within 5e-5 of the HF backend and of
+lm-eval (tests/eval/test_vllm_backend.py); in bf16 about 5e-2 per token.
 A request longer than the model's context keeps its last `max_model_len` tokens (lm-eval keeps one
 token more, which only the longest few-shot prompts ever reach).
 
