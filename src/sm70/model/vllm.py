@@ -79,10 +79,12 @@ def engine_args(model: str | Path, adapter: str | Path | None, *, quant: str, dt
         supported = current_platform.supported_quantization  # empty: no list of its own
         if supported and quantization not in supported:
             raise Sm70Error(f"{what}: quant={quant} ({quantization}) is not supported by vLLM on this "
-                            f"{current_platform.device_type} host (it supports: {', '.join(supported)}); use quant=none")
+                            f"{current_platform.device_type} host (it supports: {', '.join(supported)}); "
+                            f"use quant=none")
     # dtype=auto resolves as the transformers path does (not to the model's own dtype), so backends compare
-    args = dict(model=resolve_model_path(model), dtype=dtype_from_name(dtype), tensor_parallel_size=tensor_parallel_size,
-                quantization=quantization, enable_lora=adapter is not None, **extra)
+    args = dict(model=resolve_model_path(model), dtype=dtype_from_name(dtype),
+                tensor_parallel_size=tensor_parallel_size, quantization=quantization,
+                enable_lora=adapter is not None, **extra)
     if adapter is not None:
         args.update(max_lora_rank=lora_rank_setting(adapter_rank(adapter), typing.get_args(MaxLoRARanks)),
                     max_loras=1)
