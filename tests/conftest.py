@@ -63,3 +63,28 @@ def smollm2_gguf(smollm2, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("smollm2-gguf") / "export"
     export_gguf(load_config(ExportConfig, model=str(smollm2), out=str(out), quant="f32,q8_0", verify=False))
     return out
+
+
+# vLLM lives in its own venv (`make vllm`): it pins torch and transformers versions of its own, so the
+# suite's venv cannot import it. Its tests drive .venv-vllm/bin/sm70 and .venv-vllm/bin/python as
+# subprocesses and compare them with what this venv computes.
+VLLM_VENV = Path(os.environ.get("SM70_VLLM_VENV", ROOT / ".venv-vllm"))
+
+
+@pytest.fixture(scope="session")
+def vllm_env() -> dict:
+    """The environment of a vLLM subprocess: 1 GiB of key/value cache on a CPU host, one OpenMP thread
+    (the suite shares two cores), no Hugging Face hub."""
+    return {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+
+
+@pytest.fixture(scope="session")
+def vllm_bin() -> Path:
+    """.venv-vllm/bin, with sm70 and vLLM in it."""
+    if not (VLLM_VENV / ".installed").is_file():
+        why = f"{VLLM_VENV} is not built: run `make vllm` (about 3 minutes) for the vLLM tests"
+        if os.environ.get("CI"):
+            pytest.fail(why)  # in CI the vLLM tests must run, never skip
+        pytest.skip(why)
+    return VLLM_VENV / "bin"

@@ -101,6 +101,10 @@ class Scorer:
             from sm70.eval.llamacpp import GgufModel
 
             self._model = GgufModel(self.cfg.model, threads=self.cfg.threads, kv_cache=self.cfg.kv_cache)
+        elif self._model is None and self.cfg.backend == "vllm":
+            from sm70.eval.vllm import VllmModel
+
+            self._model = VllmModel(self.cfg, self.tokenizer())
         elif self._model is None:
             from sm70.model.load import load_model
 
@@ -147,16 +151,22 @@ class Scorer:
             from sm70.eval.llamacpp import LlamaCppScorer
 
             self._loglik = LlamaCppScorer(self.load()[0])
+        elif self._loglik is None and self.cfg.backend == "vllm":
+            from sm70.eval.vllm import VllmScorer
+
+            self._loglik = VllmScorer(self.load()[0])
         elif self._loglik is None:
             self._loglik = LoglikScorer(*self.load(), batch_size=self.cfg.batch_size)
         return self._loglik
 
     def generator(self, setting):
-        from sm70.eval.generate import HFGenerator, VllmGenerator
+        from sm70.eval.generate import HFGenerator
 
         if self._generator is None or self._generator.max_new_tokens != setting.max_new_tokens:
             if self.cfg.backend == "vllm":
-                self._generator = VllmGenerator(self.cfg.model, self.cfg.adapter, setting.max_new_tokens)
+                from sm70.eval.vllm import VllmGenerator
+
+                self._generator = VllmGenerator(self.load()[0], max_new_tokens=setting.max_new_tokens)
             elif self.cfg.backend == "llama.cpp":
                 from sm70.eval.llamacpp import LlamaCppGenerator
 
@@ -167,7 +177,7 @@ class Scorer:
         return self._generator
 
     def close(self) -> None:
-        if self.cfg.backend == "llama.cpp" and self._model is not None:
+        if self.cfg.backend in ("llama.cpp", "vllm") and self._model is not None:
             self._model.close()
         if self.device is not None:
             import torch.distributed as dist

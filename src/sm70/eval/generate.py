@@ -1,8 +1,6 @@
-"""Free-text answers: greedy decoding through transformers, or vllm when it is installed (GPU hosts)."""
+"""Free-text answers: greedy decoding through transformers (vLLM's is in `sm70.eval.vllm`)."""
 
 from __future__ import annotations
-
-from sm70.errors import Sm70Error
 
 
 class HFGenerator:
@@ -32,23 +30,3 @@ class HFGenerator:
             tok.padding_side = old_side
         return texts
 
-
-class VllmGenerator:
-    def __init__(self, model_path: str, adapter: str | None, max_new_tokens: int = 32):
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise Sm70Error("backend=vllm: vllm is not installed (pip install vllm on a GPU machine), "
-                            "or use backend=hf") from None
-        self.max_new_tokens = max_new_tokens
-        self.llm = LLM(model=model_path, enable_lora=adapter is not None)
-        self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
-        self.lora = None
-        if adapter is not None:
-            from vllm.lora.request import LoRARequest
-
-            self.lora = LoRARequest("adapter", 1, adapter)
-
-    def generate(self, prompts: list[str]) -> list[str]:
-        outputs = self.llm.generate(prompts, self.params, lora_request=self.lora)
-        return [o.outputs[0].text for o in outputs]

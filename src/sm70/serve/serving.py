@@ -51,6 +51,11 @@ class Service:
     retry_after_s: int = 2
     prep_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PREP_SLOTS))
 
+    @property
+    def problem(self) -> str | None:
+        """Why the engine cannot answer now (a vLLM engine that died), shown by /health and /ready."""
+        return getattr(self.engine, "problem", None)
+
     # -- checks ----------------------------------------------------------------------------------
     def model_id(self, requested: str | None) -> str:
         if requested is None:
@@ -92,6 +97,9 @@ class Service:
                               seed=req.seed, ignore_eos=req.ignore_eos)
 
     def submit(self, ids: list[int], params: SamplingParams, model: str, record: AuditRecord) -> Handle:
+        if (problem := self.problem) is not None:
+            record.outcome = "engine_error"
+            raise HTTPError(503, problem, "server_error")
         try:
             handle = self.engine.submit(ids, params, model)
         except QueueFull as e:
