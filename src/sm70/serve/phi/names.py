@@ -1,0 +1,250 @@
+"""The name finder: every word not known to be safe is a possible name, and context decides the rest.
+
+A word's kind comes from the allow-list (vocab.py): SAFE (an ordinary or clinical word), AMBIGUOUS
+(an ordinary word that is also a name: Rose, Hope, Will, Park, Young) or PROPER (anything else:
+Verma, Chukwuemeka, O'Sullivan, a typo). PROPER words are masked wherever they stand, lower-case
+included, unless they are short abbreviations, places that Safe Harbor allows (countries, states)
+or eponyms before a clinical head ("Crohn disease", "Kayser-Fleischer rings"). AMBIGUOUS words
+are masked on evidence, each rule one a privacy officer would name:
+
+- after a title or a cue: "Mrs. Hope", "his wife Joy", "named Sunny", "seen by Dr Will Baker";
+- next to another name, so a surname carries its given name: "Rose Okafor", "Hyun-woo Park";
+- two or more in a capitalized run: "Grace Lee", "Will Smith";
+- capitalized in mid-sentence, where an ordinary word would be lower-case: "reviewed with Rose";
+- at the start of a sentence, before a verb that takes a person or an age: "Hope reports...",
+  "Will, a 34-year-old man, ...", or with a possessive: "Rose's mother".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .vocab import AMBIGUOUS, PROPER, SAFE, Vocabulary
+
+TOKEN = re.compile(r"[^\W_](?:[\w'’]|-(?=[^\W_]))*")
+TITLES = frozenset("""mr mrs ms mx miss mister master dr doctor prof professor sir dame lady lord madam madame mme
+mlle mademoiselle monsieur herr frau sr sra srta señor senor señora senora señorita dona doña dom dott sig signor
+signora shri sri smt kumari mst md alhaji alhaja hajji haji sheikh pastor rev reverend fr father sister brother
+nurse capt captain sgt sergeant lt lieutenant col colonel officer hon judge rabbi imam pt""".split())
+# a capitalized ordinary word after these is a name: "his wife Joy", "patient Will", "seen by Hope"
+CUES = frozenset("""patient pt patients named name names called alias aka son daughter wife husband mother mom mum
+father dad brother sister spouse partner fiancé fiancée fiance fiancee boyfriend girlfriend friend neighbour neighbor
+guardian caregiver carer uncle aunt niece nephew cousin grandson granddaughter grandmother grandfather grandma
+grandpa grandchild child baby infant contact kin nok by attending physician provider gp nurse surgeon resident
+intern consultant cc dear hi hello regards sincerely thanks mr mrs ms dr""".split())
+# after these even a lower-case ordinary word is a name: "named rose", "name: hope"
+STRONG_CUES = frozenset("named name names called alias aka dear".split())
+PARTICLES = frozenset("de du des del della di da do dos das von van der den ter ten la le el al bin ibn ben bint "
+                      "abu ap mac y e".split())
+# words after which a surname names a disease, a sign or a procedure, not a person
+EPONYM_HEADS = frozenset("""disease diseases syndrome syndromes sign signs palsy test tests criteria score scores
+scale classification lymphoma reflex maneuver manoeuvre procedure operation fracture fractures ulcer ulcers node
+nodes triad phenomenon tumor tumour tumors sarcoma disorder anomaly lesion lesions spots rings ring catheter tube
+murmur esophagus oesophagus thyroiditis encephalopathy contracture cyst hernia law equation formula index stain virus
+bacillus cell cells body bodies duct canal gland glands space line lines point angle tear rule method technique
+block position repair fundoplication anastomosis shunt incision approach nodule nodules staging stage grade
+arthritis dementia dystrophy ataxia chorea anemia anaemia deformity aneurysm pouch diverticulum diet regimen
+protocol pathway knot fold folds tumours tremor dermatitis""".split())
+PERSON_VERBS = frozenset("""is was has had reports reported presents presented states stated denies denied
+complains complained returns returned arrives arrived notes noted says said describes described appears appeared
+underwent undergoes takes took lives lived works worked continues remains remained feels felt tolerated agrees
+agreed declined declines requested requests came comes went goes attends attended is's will would can could
+admits admitted endorses endorsed walks walked""".split())
+SENTENCE_END = ".!?:;\n•*"
+
+
+@dataclass
+class Tok:
+    start: int
+    end: int
+    text: str         # as written, possessive stripped
+    poss: bool        # "Rose's", "Graves'"
+    cap: bool         # first letter upper, not all caps
+    caps: bool        # all caps, two letters or more
+    kind: int
+    initial: bool     # one capital letter: "A." in "A. Kowalski"
+    numeric: bool
+
+
+def _tokens(text: str, vocab: Vocabulary) -> list[Tok]:
+    out = []
+    for m in TOKEN.finditer(text):
+        w, s, e = m.group(0), m.start(), m.end()
+        if any(c.isdigit() for c in w):
+            out.append(Tok(s, e, w, False, False, False, SAFE, False, True))
+            continue
+        poss = False
+        if w[-2:] in ("'s", "’s") and len(w) > 2:
+            w, poss, e = w[:-2], True, e - 2        # the span covers "Rose", the "'s" stays
+        elif w[-1] in "'’":
+            w, poss, e = w[:-1], True, e - 1
+        letters = [c for c in w if c.isalpha()]
+        caps = len(letters) > 1 and all(c.isupper() for c in letters)
+        cap = w[0].isupper() and not caps
+        initial = len(w) == 1 and w.isupper()
+        kind = SAFE if len(w) == 1 else vocab.kind(w)
+        if kind != SAFE and _abbreviation(w, caps):
+            kind = SAFE
+        if initial and e < len(text) and text[e] == ".":
+            e += 1
+        out.append(Tok(s, e, w, poss, cap, caps, kind, initial, False))
+    return out
+
+
+def _abbreviation(w: str, caps: bool) -> bool:
+    """ "BP", "qSOFA", "dsDNA", "BiPAP": short capitals or capitals inside a word."""
+    if caps:
+        return len(w) <= 3
+    if w[0].islower():
+        return any(c.isupper() for c in w[1:])
+    inner = sum(c.isupper() for c in w)
+    return inner * 2 >= len(w)
+
+
+def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
+    """Spans of names in `text`; `covered(start, end)` says a pattern already took those characters."""
+    toks = [t for t in _tokens(text, vocab) if not covered(t.start, t.end)]
+    n = len(toks)
+    name = [False] * n
+    keep = [False] * n      # an eponym before its head, a place: never masked
+
+    def gap(i: int) -> str:  # the characters between token i-1 and token i
+        return text[toks[i - 1].end:toks[i].start] if i > 0 else text[:toks[0].start] if n else ""
+
+    def sentence_start(i: int) -> bool:
+        g = gap(i).strip(" \t\"'“‘(")
+        return i == 0 or g[-1:] in SENTENCE_END
+
+    def joined(i: int) -> bool:  # token i follows token i-1 within a name: "Rose Okafor", "Okafor, Rose"
+        return i > 0 and gap(i) in (" ", ", ", "  ") and not toks[i].numeric and not toks[i - 1].numeric
+
+    # eponyms: a run of capitalized eponyms before a head ("Austin Flint murmur"), or "Crohn's" alone
+    for i, t in enumerate(toks):
+        if t.numeric or not (t.cap or t.caps):
+            continue
+        j = i
+        while j + 1 < n and toks[j + 1].cap and gap(j + 1) == " " and vocab.is_eponym(toks[j + 1].text):
+            j += 1
+        h = j + 1
+        while h < n and h <= j + 2 and toks[h].cap and toks[h].kind == SAFE and gap(h) == " " and \
+                toks[h].text.lower() not in EPONYM_HEADS:
+            h += 1              # "Glasgow Coma Scale", "Ann Arbor Staging"
+        head = toks[h].text.lower() if h < n and gap(h) == " " else None
+        last = toks[j]
+        if vocab.is_eponym(t.text) and all(vocab.is_eponym(toks[k].text) for k in range(i, j + 1)):
+            if head in EPONYM_HEADS or (last.poss and (head is None or
+                                                       not toks[h].cap and head not in CUES)):
+                for k in range(i, j + 1):
+                    keep[k] = True
+        elif head in EPONYM_HEADS and t.kind == AMBIGUOUS and j == i and not t.poss:
+            keep[i] = True          # "Graves disease", "Wells score", "Bell palsy"
+
+    # titles and cues name what follows
+    for i, t in enumerate(toks):
+        low = t.text.lower()
+        title = low in TITLES and (t.cap or t.caps) and (not t.poss)
+        cue = low in CUES and not t.poss
+        if title:
+            keep[i] = True          # "Mrs", "Dr" stay: the title is not the person
+        if not (title or cue) or i + 1 >= n or toks[i + 1].numeric:
+            continue
+        g = gap(i + 1)
+        if title and g not in (" ", ". ", ".", ", "):
+            continue
+        if cue and not title and g.strip(" ,:-") != "" and g.strip() not in (":", "-", "is"):
+            continue
+        at = i + 1
+        if low in STRONG_CUES and toks[at].text.lower() in ("is", "was") and at + 1 < n:
+            at += 1                 # "her name is Hope"
+        nxt = toks[at]
+        strong = low in STRONG_CUES or title
+        if keep[at] and not title:
+            continue
+        if not (nxt.kind != SAFE and (nxt.cap or nxt.caps or strong) or nxt.initial
+                or (strong and nxt.cap) or (low in STRONG_CUES and nxt.kind == SAFE and nxt.text.isalpha())):
+            continue
+        name[at] = True
+        keep[at] = False
+
+    for i, t in enumerate(toks):
+        if keep[i] or t.numeric or name[i]:
+            continue
+        if t.kind == PROPER:
+            name[i] = True
+        elif t.kind == AMBIGUOUS and t.cap:
+            run = _run(toks, i, gap)
+            mid = not sentence_start(i)
+            if len(run) >= 2 and all(toks[k].kind != SAFE for k in run):
+                name[i] = True                                  # "Grace Lee"
+            elif mid and all(toks[k].kind != SAFE or toks[k].numeric for k in run) and t.text.lower() \
+                    not in vocab.places:
+                name[i] = True                                  # "reviewed with Rose"
+            elif t.poss and i + 1 < n and not keep[i]:
+                name[i] = True                                  # "Rose's mother"
+            elif not mid and _person_follows(toks, i, text):
+                name[i] = True                                  # "Hope reports", "Will, a 34-year-old"
+
+    # names spread to their neighbours: given names, surnames, initials, particles
+    changed = True
+    while changed:
+        changed = False
+        for i, t in enumerate(toks):
+            if name[i] or keep[i] or t.numeric:
+                continue
+            for j in (i - 1, i + 1):
+                if not (0 <= j < n and name[j]):
+                    continue
+                a, b = (j, i) if j < i else (i, j)
+                if not joined(b) or (gap(b) == ", " and not (t.cap and t.kind != SAFE)):
+                    continue
+                if t.initial or (t.kind != SAFE and (t.cap or t.caps or not toks[j].cap)):
+                    name[i] = changed = True
+                    break
+                if t.text.lower() in PARTICLES and _name_after(toks, name, i, j):
+                    name[i] = changed = True
+                    break
+    return _spans(text, toks, name)
+
+
+def _run(toks: list[Tok], i: int, gap) -> list[int]:
+    """The capitalized words joined to token i by single spaces."""
+    lo = hi = i
+    while lo > 0 and toks[lo - 1].cap and gap(lo) == " ":
+        lo -= 1
+    while hi + 1 < len(toks) and toks[hi + 1].cap and gap(hi + 1) == " ":
+        hi += 1
+    return list(range(lo, hi + 1))
+
+
+def _person_follows(toks: list[Tok], i: int, text: str) -> bool:
+    if toks[i].poss:
+        return True
+    rest = text[toks[i].end:toks[i].end + 24]
+    if re.match(r"\s?[,(]\s?(?:an?\s|aged?\s|\d)", rest):
+        return True
+    return i + 1 < len(toks) and text[toks[i].end:toks[i + 1].start] == " " and \
+        toks[i + 1].text.lower() in PERSON_VERBS
+
+
+def _name_after(toks, name, i, j) -> bool:
+    """A particle joins names on both sides: "José Luis de la Cruz", "Ludwig van Beethoven"."""
+    step = 1 if j < i else -1
+    k = i + step
+    while 0 <= k < len(toks) and toks[k].text.lower() in PARTICLES:
+        k += step
+    return 0 <= k < len(toks) and (name[k] or toks[k].kind != SAFE and toks[k].cap)
+
+
+def _spans(text: str, toks: list[Tok], name: list[bool]) -> list[tuple[int, int]]:
+    spans: list[list[int]] = []
+    for t, is_name in zip(toks, name):
+        if not is_name:
+            continue
+        end = t.end
+        if spans and re.fullmatch(r"[\s,.\-]{0,3}", text[spans[-1][1]:t.start]) and \
+                "\n" not in text[spans[-1][1]:t.start]:
+            spans[-1][1] = end
+        else:
+            spans.append([t.start, end])
+    return [(s, e) for s, e in spans]

@@ -1,0 +1,129 @@
+"""The allow-list behind the name finder: which words are known to be safe, and which may be names.
+
+Philter's idea (UCSF, npj Digital Medicine 2020): rather than list names, which are open-ended, list
+the words known to be safe and treat every other word as a possible identifier. The lists come from
+dictionaries installed with the system, read where Debian puts them, plus our own clinical list:
+
+- English: SCOWL's word lists (Debian `wamerican`, `wbritish`). Their lower-case entries are
+  ordinary words; their capitalized entries are proper nouns (given names, surnames, places), which
+  tells us that "Rose", "Hope" or "Park" may be a name where "Pain" may not.
+- Medical: OpenMedSpel (Debian `hunspell-en-med`): drugs, anatomy, diseases, lab names. Its
+  capitalized entries are eponyms (Parkinson, Crohn), kept only before a clinical head.
+- Ours (clinical.txt): newer drugs and brands, scores, abbreviations, units, countries and states.
+
+The medical dictionary is GPL: it is read at run time, never copied into sm70.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from sm70.errors import Sm70Error
+
+# Where each system dictionary lives, by Debian package; the first that exists is read.
+DICTIONARIES: dict[str, tuple[str, ...]] = {
+    "wamerican": ("/usr/share/dict/american-english",),
+    "wbritish": ("/usr/share/dict/british-english",),
+    "hunspell-en-med": ("/usr/share/hunspell/en_med_glut.dic",),
+}
+INSTALL = "apt-get install " + " ".join(DICTIONARIES)
+
+SAFE, AMBIGUOUS, PROPER = 0, 1, 2     # a plain word; a word that is also a name; anything else
+# Endings tried, longest first, when a word is not listed as written ("tachycardias", "titrated").
+SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""),
+            ("s", ""), ("ly", ""), ("'s", ""), ("’s", ""), ("'", ""), ("’", ""))
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    safe: frozenset[str]        # lower-cased words known to be ordinary or clinical
+    names: frozenset[str]       # lower-cased words a dictionary gives as proper nouns
+    eponyms: frozenset[str]     # lower-cased surnames that name diseases and signs
+    places: frozenset[str]      # lower-cased proper nouns that are not PHI (countries, states, days)
+
+    def kind(self, word: str) -> int:
+        """SAFE, AMBIGUOUS (a safe word that is also a name: "rose", "will") or PROPER."""
+        return _kind(self, word.lower())
+
+    def is_eponym(self, word: str) -> bool:
+        return _stem_in(word.lower(), self.eponyms)
+
+
+@lru_cache(maxsize=200_000)
+def _kind(vocab: Vocabulary, w: str) -> int:
+    if w in vocab.places:
+        return AMBIGUOUS if w in vocab.names else SAFE
+    if _stem_in(w, vocab.safe):
+        return AMBIGUOUS if _stem_in(w, vocab.names) else SAFE
+    if _contraction(vocab, w):
+        return SAFE
+    parts = [p for p in w.split("-") if p]
+    # a compound is safe when each part is ("non-tender", "well-appearing"); "Smith-Jones" stays a name
+    if len(parts) > 1 and all(_stem_in(p, vocab.safe) for p in parts):
+        return AMBIGUOUS if any(_stem_in(p, vocab.names) for p in parts) else SAFE
+    return PROPER
+
+
+def _stem_in(w: str, words: frozenset[str]) -> bool:
+    if w in words:
+        return True
+    if len(w) < 5:
+        return False
+    return any(w.endswith(end) and w[: len(w) - len(end)] + add in words for end, add in SUFFIXES)
+
+
+def _contraction(vocab: Vocabulary, w: str) -> bool:
+    """ "don't", "she'll": a safe head and a known ending."""
+    w = w.replace("’", "'")
+    for end in ("n't", "'re", "'ve", "'ll", "'d", "'m"):
+        if w.endswith(end) and len(w) > len(end):
+            head = w[: -len(end)]
+            return head in vocab.safe or head in ("ca", "wo", "sha")
+    return False
+
+
+def _read_lines(package: str) -> list[str]:
+    for path in DICTIONARIES[package]:
+        if Path(path).is_file():
+            return Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    raise Sm70Error(f"the PHI scrubber needs the system dictionary from Debian's {package} package "
+                    f"(looked in {', '.join(DICTIONARIES[package])}); install it with `{INSTALL}`")
+
+
+def _sections() -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    into = None
+    for line in (resources.files("sm70.serve.phi") / "clinical.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if m := re.fullmatch(r"\[(\w+)\]", line):
+            into = out.setdefault(m.group(1), set())
+        elif line and into is not None:
+            into.update(w.lower() for w in line.split())
+    return out
+
+
+@lru_cache(maxsize=1)
+def vocabulary() -> Vocabulary:
+    ours = _sections()
+    lower, proper, eponyms = set(), set(), set(ours["eponym"])
+    for package in ("wamerican", "wbritish"):
+        for w in _read_lines(package):
+            w = w.strip()
+            if w.endswith("'s"):
+                continue              # possessives: the finder strips them before looking up
+            (proper if w[:1].isupper() else lower).add(w.lower())
+    for line in _read_lines("hunspell-en-med")[1:]:
+        w = line.split("/", 1)[0].strip()
+        if not w or " " in w:
+            continue
+        if w[:1].isupper() and not w.isupper():
+            eponyms.add(w.lower())   # Parkinson, Crohn, Kayser-Fleischer
+        else:
+            lower.add(w.lower())      # tachycardia, and abbreviations such as AAFP
+    safe = lower | ours["safe"]
+    return Vocabulary(safe=frozenset(safe), names=frozenset((proper | ours["given"]) - ours["place"]),
+                      eponyms=frozenset(eponyms), places=frozenset(ours["place"]))
