@@ -49,8 +49,9 @@ protocol pathway knot fold folds tumours tremor dermatitis""".split())
 PERSON_VERBS = frozenset("""is was has had reports reported presents presented states stated denies denied
 complains complained returns returned arrives arrived notes noted says said describes described appears appeared
 underwent undergoes takes took lives lived works worked continues remains remained feels felt tolerated agrees
-agreed declined declines requested requests came comes went goes attends attended is's will would can could
-admits admitted endorses endorsed walks walked""".split())
+agreed declined declines requested requests came comes went goes attends attended will would can could
+admits admitted endorses endorsed walks walked seen lives""".split())
+PERSON_NEXT = re.compile(r"\s?[,(]\s?(?:an?\s|aged?\s|\d)|\s(?:" + "|".join(sorted(PERSON_VERBS)) + r")\b", re.I)
 SENTENCE_END = ".!?:;\n•*"
 
 
@@ -82,7 +83,7 @@ def _tokens(text: str, vocab: Vocabulary) -> list[Tok]:
         letters = [c for c in w if c.isalpha()]
         caps = len(letters) > 1 and all(c.isupper() for c in letters)
         cap = w[0].isupper() and not caps
-        initial = len(w) == 1 and w.isupper()
+        initial = len(w) == 1 and w.isupper() and (s == 0 or text[s - 1] in " \t\n(\"'")
         kind = SAFE if len(w) == 1 else vocab.kind(w)
         if kind != SAFE and _abbreviation(w, caps):
             kind = SAFE
@@ -114,20 +115,20 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
 
     def sentence_start(i: int) -> bool:
         g = gap(i).strip(" \t\"'“‘(")
-        return i == 0 or g[-1:] in SENTENCE_END
+        return i == 0 or bool(g) and g[-1] in SENTENCE_END
 
     def joined(i: int) -> bool:  # token i follows token i-1 within a name: "Rose Okafor", "Okafor, Rose"
         return i > 0 and gap(i) in (" ", ", ", "  ") and not toks[i].numeric and not toks[i - 1].numeric
 
     # eponyms: a run of capitalized eponyms before a head ("Austin Flint murmur"), or "Crohn's" alone
     for i, t in enumerate(toks):
-        if t.numeric or not (t.cap or t.caps):
+        if t.numeric or not vocab.is_eponym(t.text) and not (t.cap and t.kind == AMBIGUOUS):
             continue
         j = i
-        while j + 1 < n and toks[j + 1].cap and gap(j + 1) == " " and vocab.is_eponym(toks[j + 1].text):
+        while j + 1 < n and gap(j + 1) == " " and vocab.is_eponym(toks[j + 1].text):
             j += 1
         h = j + 1
-        while h < n and h <= j + 2 and toks[h].cap and toks[h].kind == SAFE and gap(h) == " " and \
+        while h < n and h <= j + 2 and (toks[h].cap or not t.cap) and toks[h].kind == SAFE and gap(h) == " " and \
                 toks[h].text.lower() not in EPONYM_HEADS:
             h += 1              # "Glasgow Coma Scale", "Ann Arbor Staging"
         head = toks[h].text.lower() if h < n and gap(h) == " " else None
@@ -161,7 +162,11 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
         strong = low in STRONG_CUES or title
         if keep[at] and not title:
             continue
-        if not (nxt.kind != SAFE and (nxt.cap or nxt.caps or strong) or nxt.initial
+        pair = at + 1 < n and gap(at + 1) == " " and nxt.kind != SAFE and toks[at + 1].kind != SAFE and \
+            not toks[at + 1].numeric and not keep[at + 1]
+        if pair and not (nxt.cap or nxt.caps):
+            name[at + 1] = True     # "daughter joy king", "pt will turner"
+        elif not (nxt.kind != SAFE and (nxt.cap or nxt.caps or strong) or nxt.initial
                 or (strong and nxt.cap) or (low in STRONG_CUES and nxt.kind == SAFE and nxt.text.isalpha())):
             continue
         name[at] = True
@@ -172,6 +177,13 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
             continue
         if t.kind == PROPER:
             name[i] = True
+        elif t.kind == AMBIGUOUS and not t.cap and not t.caps and sentence_start(i):
+            k = i
+            while k + 1 < n and k < i + 2 and toks[k + 1].kind != SAFE and gap(k + 1) == " " and not toks[k + 1].cap:
+                k += 1
+            if _person_follows(toks, k, text):      # "mark was discharged", "sunny long seen today"
+                for m in range(i, k + 1):
+                    name[m] = True
         elif t.kind == AMBIGUOUS and t.cap:
             run = _run(toks, i, gap)
             mid = not sentence_start(i)
@@ -192,19 +204,32 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
         for i, t in enumerate(toks):
             if name[i] or keep[i] or t.numeric:
                 continue
-            for j in (i - 1, i + 1):
-                if not (0 <= j < n and name[j]):
-                    continue
-                a, b = (j, i) if j < i else (i, j)
-                if not joined(b) or (gap(b) == ", " and not (t.cap and t.kind != SAFE)):
-                    continue
-                if t.initial or (t.kind != SAFE and (t.cap or t.caps or not toks[j].cap)):
-                    name[i] = changed = True
-                    break
-                if t.text.lower() in PARTICLES and _name_after(toks, name, i, j):
-                    name[i] = changed = True
-                    break
+            if _joins(toks, name, i, gap, vocab, sentence_start):
+                name[i] = changed = True
     return _spans(text, toks, name)
+
+
+def _joins(toks: list[Tok], name: list[bool], i: int, gap, vocab: Vocabulary, sentence_start) -> bool:
+    """Token i belongs to the name beside it."""
+    t, n = toks[i], len(toks)
+    left = i > 0 and name[i - 1] and gap(i) in (" ", ", ")
+    right = i + 1 < n and name[i + 1] and gap(i + 1) in (" ", ", ")
+    if not (left or right):
+        return False
+    comma = (left and gap(i) == ", ") and not (right and gap(i + 1) == " ")
+    if t.initial:
+        return right and gap(i + 1) == " " or left and not comma
+    if t.kind != SAFE and (t.cap or t.caps or not toks[i - 1 if left else i + 1].cap):
+        return not comma or t.cap                       # "Rose Okafor", "Okafor, Rose", "hyun-woo park"
+    low = t.text.lower()
+    if low in PARTICLES:
+        if right and gap(i + 1) == " " and (left or sentence_start(i) or i > 0 and toks[i - 1].text.lower()
+                                             in PARTICLES | TITLES):
+            return True                                 # "José de la Cruz", "van der Berg tolerated"
+        return left and _name_after(toks, name, i, i - 1)
+    # a capitalized word right after a name, in mid-sentence: "Nguyễn Văn An", "Jean-Pierre Dubois"
+    return left and gap(i) == " " and t.cap and not sentence_start(i) and low not in vocab.places \
+        and low not in EPONYM_HEADS
 
 
 def _run(toks: list[Tok], i: int, gap) -> list[int]:
@@ -218,13 +243,8 @@ def _run(toks: list[Tok], i: int, gap) -> list[int]:
 
 
 def _person_follows(toks: list[Tok], i: int, text: str) -> bool:
-    if toks[i].poss:
-        return True
-    rest = text[toks[i].end:toks[i].end + 24]
-    if re.match(r"\s?[,(]\s?(?:an?\s|aged?\s|\d)", rest):
-        return True
-    return i + 1 < len(toks) and text[toks[i].end:toks[i + 1].start] == " " and \
-        toks[i + 1].text.lower() in PERSON_VERBS
+    """ "Hope reports", "Will, a 34-year-old", "Rose's": what follows takes a person."""
+    return toks[i].poss or bool(PERSON_NEXT.match(text, toks[i].end))
 
 
 def _name_after(toks, name, i, j) -> bool:

@@ -47,7 +47,7 @@ NUMBER_CUE = r"(?:\s?(?:(?:number|no\.?|nr\.?|num\.?|id)(?![a-z])|#|n°))?"
 # an identifier after a cue: one token holding a digit, maybe followed by groups of digits ("943 476 5919")
 ID_VALUE = r"(?=[A-Za-z0-9-]{0,24}\d)[A-Za-z0-9][A-Za-z0-9-]{0,24}(?: \d{2,5}){0,4}(?![\w-])" + UNIT
 LONG_ID = r"(?=[A-Za-z0-9-]{3,24}(?![\w-]))" + ID_VALUE       # after a weak cue ("group", "plan"): four or more
-GROUPS = r"(?=[A-Za-z0-9]{0,5}\d)[A-Za-z0-9]{1,6}(?:[ .-]\d[A-Za-z0-9]{0,6}){0,7}(?![\w-])"
+GROUPS = r"(?=[A-Za-z0-9 ]{0,8}\d)[A-Za-z0-9]{1,6}(?:[ .-]\d[A-Za-z0-9]{0,6}){0,7}(?![\w-])"
 
 
 def cued(cue: str, value: str) -> str:
@@ -69,12 +69,13 @@ PATTERNS: list[tuple[str, str]] = [
     ("SSN", cued(r"SSN|SS#|SIN|social (?:security|insurance)|NI|national insurance|NIR|INSEE|"
                  r"s[ée]curit[ée] sociale|aadhaar|CPF|BSN|PESEL|personnummer|TFN|tax file|national id(?:entity)?",
                  GROUPS)),
-    ("SSN", rf"{B}[A-CEGHJ-PR-TW-Z]{{2}} ?\d{{2}} ?\d{{2}} ?\d{{2}} ?[A-D]{E}"),   # UK National Insurance
+    ("SSN", rf"{B}[A-Z]{{2}} ?\d{{2}} ?\d{{2}} ?\d{{2}} ?[A-D]{E}"),   # UK National Insurance
     ("MRN", cued(r"MRN|MR ?#|medical record|NHS|CHI|RN|IPP|NIP|dossier|FIN|CSN|accession|(?:record|chart|patient|"
                  r"case|encounter|hospital|unit|admission|visit|specimen|lab)\s?(?:number|no\.?|#|id)", ID_VALUE)),
     ("ACCOUNT", cued(r"acct|account|billing|invoice|IBAN|card", GROUPS)),
     ("ACCOUNT", cued(r"acct|account|billing|invoice|IBAN|card", ID_VALUE)),
     ("ACCOUNT", rf"{B}[A-Z]{{2}}\d{{2}}(?: ?[A-Z0-9]{{4}}){{2,7}}(?: ?[A-Z0-9]{{1,3}})?{E}"),   # IBAN
+    ("ACCOUNT", cued("IBAN", r"[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]{4}){2,7}(?: ?[A-Za-z0-9]{1,3})?(?![\w-])")),
     ("ACCOUNT", rf"{B}\d{{4}}[ -]\d{{4}}[ -]\d{{4}}[ -]\d{{1,4}}{E}"),                          # card numbers
     ("HEALTH_PLAN", cued(r"member|subscriber|beneficiary|insurance|insurer|policy|group|health plan|medicare|"
                          r"medicaid|MBI|HICN|plan|carte vitale|EHIC|Versichertennummer|tarjeta sanitaria|CIP",
@@ -116,6 +117,11 @@ PATTERNS: list[tuple[str, str]] = [
                 rf"\d{{1,5}}[A-Za-z]?\b"),
     ("ADDRESS", rf"\b{WORD}(?:stra(?:ss|ß)e|str\.|weg|allee|platz|gasse|damm|straat|laan|gracht|vej|gatan|"
                 rf"gata|veien)\s\d{{1,5}}[a-z]?\b"),
+    # lower-case notes: "42 oak street", "12 rue de rivoli" (only street words no clinical phrase ends on)
+    ("ADDRESS", r"\b\d{1,6}[a-z]?,?\s(?:[a-zà-ÿ'-]{2,20}\s){1,3}(?:street|road|avenue|ave|boulevard|blvd|lane|"
+                r"drive|terrace|crescent|parkway|highway|hwy|square)\b"),
+    ("ADDRESS", r"\b\d{1,5}[a-z]?,?\s(?:rue|calle|avenida|rua|via|viale|piazza|corso)\s(?:(?:de|du|des|la|le|del|di|da|"
+                r"do|d')\s?){0,2}[a-zà-ÿ'-]{2,30}(?:\s[a-zà-ÿ'-]{2,30})?"),
     ("ADDRESS", r"(?i)\b(?:Flat|Apartment|Apt|Unit|Suite|Piso|Wohnung)\s\d{1,5}[A-Z]?(?=,)"),
     ("ADDRESS", r"(?i)\bP\.?\s?O\.?\s?Box\s\d{1,8}\b|\bCase postale\s\d{1,6}\b|\bApartado\s\d{1,6}\b"),
     ("ADDRESS", rf"\b{WORD}(?:\s{WORD})?,\s{STATES}\s\d{{5}}(?:-\d{{4}})?\b"),
@@ -129,6 +135,12 @@ PATTERNS: list[tuple[str, str]] = [
     ("ZIP", rf"(?<!CPT )(?<!ICD )(?<!code ){B}(?:[A-Z]-)?\d{{4,5}}(?=\s[A-ZÀ-Þ][a-zß-ÿ]{{2,}}(?:[\s,.]|$)(?!\s?(?:mg|units)))"),
     ("LOCATION", rf"(?i:\b(?:lives in|living in|lived in|resides in|resident of|moved from|moved to|born in|"
                  rf"from the town of|town of|city of|village of|hometown|native of|travell?ed to|returned from|"
+                 rf"transferred from|transferred to|admitted from|discharged to|flew in from|moved here from|"
                  rf"visiting from|originally from)\s)(?P<v>{WORD}(?:[\s-](?:{PARTICLE}\s)?{WORD}){{0,2}})"),
+    ("LOCATION", r"\b(?:lives in|living in|lived in|resides in|resident of|moved from|moved to|born in|"
+                 r"native of|travell?ed to|returned from|transferred from|transferred to|admitted from|flew in from|"
+                 r"visiting from|originally from)\s(?P<v>(?!(?:the|a|an|his|her|their|our|home|hospital|icu|clinic|"
+                 r"ward|rehab|nursing|work|school|surgery|another|outside|care|an?|this|that|there|here)\b)"
+                 r"[a-zà-ÿ][a-zà-ÿ'-]{2,30})"),
     ("LOCATION", rf"\b{WORD}(?:\s{WORD})?\s(?:County|Parish|Borough|Township|District|Province|Prefecture)\b"),
 ]

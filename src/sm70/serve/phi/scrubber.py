@@ -55,6 +55,8 @@ class Scrubber:
             return i >= 0 and ends[i] > s
 
         found += [(s, e, "NAME") for s, e in find_names(text, self.vocab, covered)]
+        found = _merge(found)
+        found += _postcodes_by_places(text, found)
         for m in TAIL.finditer(text):
             s, e = m.span()
             if not covered(s, e) and not DOSE.fullmatch(m.group(0)) and not TAIL_UNIT.match(text, e):
@@ -69,6 +71,19 @@ class Scrubber:
             at = e
         out.append(text[at:])
         return "".join(out)
+
+
+PLACE_CODE = re.compile(r"(?:,\s?|\s)(?:-\s)?([A-Za-z]{0,2}\d{3,6}(?:[ -][A-Za-z0-9]{2,4})?)(?![\w-])")
+
+
+def _postcodes_by_places(text: str, spans) -> list[tuple[int, int, str]]:
+    """A number right after a town or an address is its postcode: "Nairobi 00100", "Lagos 101233"."""
+    out = []
+    for _, e, label in spans:
+        if label in ("NAME", "LOCATION", "ADDRESS") and (m := PLACE_CODE.match(text, e)) and \
+                not TAIL_UNIT.match(text, m.end(1)):
+            out.append((*m.span(1), "ZIP"))
+    return out
 
 
 def _merge(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:

@@ -4,7 +4,8 @@ Philter's idea (UCSF, npj Digital Medicine 2020): rather than list names, which 
 the words known to be safe and treat every other word as a possible identifier. The lists come from
 dictionaries installed with the system, read where Debian puts them, plus our own clinical list:
 
-- English: SCOWL's word lists (Debian `wamerican`, `wbritish`). Their lower-case entries are
+- English: SCOWL's word lists of size 70 (Debian `wamerican-large`, `wbritish-large`; the smaller
+  lists lack words such as "fibrillation"). Their lower-case entries are
   ordinary words; their capitalized entries are proper nouns (given names, surnames, places), which
   tells us that "Rose", "Hope" or "Park" may be a name where "Pain" may not.
 - Medical: OpenMedSpel (Debian `hunspell-en-med`): drugs, anatomy, diseases, lab names. Its
@@ -26,13 +27,21 @@ from sm70.errors import Sm70Error
 
 # Where each system dictionary lives, by Debian package; the first that exists is read.
 DICTIONARIES: dict[str, tuple[str, ...]] = {
-    "wamerican": ("/usr/share/dict/american-english",),
-    "wbritish": ("/usr/share/dict/british-english",),
+    "wamerican-large": ("/usr/share/dict/american-english-large",),
+    "wbritish-large": ("/usr/share/dict/british-english-large",),
     "hunspell-en-med": ("/usr/share/hunspell/en_med_glut.dic",),
 }
 INSTALL = "apt-get install " + " ".join(DICTIONARIES)
 
-SAFE, AMBIGUOUS, PROPER = 0, 1, 2     # a plain word; a word that is also a name; anything else
+SAFE, AMBIGUOUS, PROPER = 0, 1, 2
+# words the dictionary also lists as proper nouns ("Man", "Old", "Home") that are never taken for names
+COMMON = frozenset("""the and for with from into onto upon man men old new male female left right here there more
+most now good help home head best main east west north south high low day days city born case age army navy who what
+when where why how all any some each both few many much such only also just very well back down over under after
+before again then than this that these those she her his him they them their our your you not but can has had have
+was were are one two three four five first last next same other part side set let see say said tell told put get got
+make made take took come came give gave find found keep kept way ward less least like life live love real free fair
+fine full hard late early gross major minor general chief sure true""".split())     # a plain word; a word that is also a name; anything else
 # Endings tried, longest first, when a word is not listed as written ("tachycardias", "titrated").
 SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""),
             ("s", ""), ("ly", ""), ("'s", ""), ("’s", ""), ("'", ""), ("’", ""))
@@ -110,12 +119,16 @@ def _sections() -> dict[str, set[str]]:
 def vocabulary() -> Vocabulary:
     ours = _sections()
     lower, proper, eponyms = set(), set(), set(ours["eponym"])
-    for package in ("wamerican", "wbritish"):
+    for package in ("wamerican-large", "wbritish-large"):
         for w in _read_lines(package):
             w = w.strip()
             if w.endswith("'s"):
                 continue              # possessives: the finder strips them before looking up
-            (proper if w[:1].isupper() else lower).add(w.lower())
+            if w[:1].isupper():
+                if len(w) > 2 and not w.isupper():     # "Rose", not "ICU"
+                    proper.add(w.lower())
+            else:
+                lower.add(w.lower())
     for line in _read_lines("hunspell-en-med")[1:]:
         w = line.split("/", 1)[0].strip()
         if not w or " " in w:
@@ -125,5 +138,6 @@ def vocabulary() -> Vocabulary:
         else:
             lower.add(w.lower())      # tachycardia, and abbreviations such as AAFP
     safe = lower | ours["safe"]
-    return Vocabulary(safe=frozenset(safe), names=frozenset((proper | ours["given"]) - ours["place"]),
+    names = (proper - COMMON - ours["place"]) | ours["given"]
+    return Vocabulary(safe=frozenset(safe), names=frozenset(names),
                       eponyms=frozenset(eponyms), places=frozenset(ours["place"]))
