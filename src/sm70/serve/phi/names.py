@@ -131,7 +131,7 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
         while h < n and h <= j + 2 and (toks[h].cap or not t.cap) and toks[h].kind == SAFE and gap(h) == " " and \
                 toks[h].text.lower() not in EPONYM_HEADS:
             h += 1              # "Glasgow Coma Scale", "Ann Arbor Staging"
-        head = toks[h].text.lower() if h < n and gap(h) == " " else None
+        head = toks[h].text.lower() if h < n and gap(h) in (" ", "'s ", "’s ", "' ", "’ ") else None
         last = toks[j]
         if vocab.is_eponym(t.text) and all(vocab.is_eponym(toks[k].text) for k in range(i, j + 1)):
             if head in EPONYM_HEADS or (last.poss and (head is None or

@@ -47,7 +47,7 @@ NUMBER_CUE = r"(?:\s?(?:(?:number|no\.?|nr\.?|num\.?|id)(?![a-z])|#|n°))?"
 # an identifier after a cue: one token holding a digit, maybe followed by groups of digits ("943 476 5919")
 ID_VALUE = r"(?=[A-Za-z0-9-]{0,24}\d)[A-Za-z0-9][A-Za-z0-9-]{0,24}(?: \d{2,5}){0,4}(?![\w-])" + UNIT
 LONG_ID = r"(?=[A-Za-z0-9-]{3,24}(?![\w-]))" + ID_VALUE       # after a weak cue ("group", "plan"): four or more
-GROUPS = r"(?=[A-Za-z0-9 ]{0,8}\d)[A-Za-z0-9]{1,6}(?:[ .-]\d[A-Za-z0-9]{0,6}){0,7}(?![\w-])"
+GROUPS = r"(?=[A-Z0-9 ]{0,8}\d)[A-Z0-9]{1,6}(?:[ .-]\d[A-Z0-9]{0,6}){0,7}(?![\w-])"
 
 
 def cued(cue: str, value: str) -> str:
