@@ -53,7 +53,19 @@ PEOPLE = [
     ("Tesfaye", "Bekele", "M", "Amharic"), ("Hodan", "Warsame", "F", "Somali"),
     ("Zsófia", "Horváth", "F", "Hungarian"), ("Björn", "Lindqvist", "M", "Swedish"),
     ("Aino", "Virtanen", "F", "Finnish"), ("Keoni", "Kahananui", "M", "Hawaiian"),
+    ("Aroha", "Ngata", "F", "Māori"), ("Sione", "Tuilagi", "M", "Samoan"), ("Winona", "Begay", "F", "Navajo"),
+    ("Armen", "Petrosyan", "M", "Armenian"), ("Giorgi", "Beridze", "M", "Georgian"),
+    ("Tomáš", "Dvořák", "M", "Czech"), ("Ioana", "Popescu", "F", "Romanian"), ("Miloš", "Jovanović", "M", "Serbian"),
+    ("Guðrún", "Sigurðardóttir", "F", "Icelandic"), ("Mads", "Østergaard", "M", "Danish"),
+    ("Thandiwe", "Dlamini", "F", "Zulu"), ("Bishnu", "Shrestha", "M", "Nepali"), ("Dilani", "Perera", "F", "Sinhala"),
+    ("Aung Kyaw", "Moe", "M", "Burmese"), ("Sokha", "Chea", "F", "Khmer"), ("Batbayar", "Gantulga", "M", "Mongolian"),
+    ("Aigerim", "Suleimenova", "F", "Kazakh"), ("Amine", "Benali", "M", "Moroccan"), ("Mbuyi", "Kabongo", "M", "Congolese"),
+    ("Jean-Baptiste", "Toussaint", "M", "Haitian"), ("Shanice", "Campbell", "F", "Jamaican"),
+    ("DeShawn", "Jackson", "M", "African American"), ("LaToya", "Washington", "F", "African American"),
+    ("Ciara", "Ní Bhriain", "F", "Irish"),
     # names that are ordinary words
+    ("Summer", "Hill", "F", "word"), ("Autumn", "Rivers", "F", "word"), ("Pearl", "Black", "F", "word"),
+    ("Sterling", "Price", "M", "word"), ("Lily", "Rose", "F", "word"), ("Honor", "Wells", "F", "word"),
     ("Rose", "Baker", "F", "word"), ("Hope", "Young", "F", "word"), ("Will", "Turner", "M", "word"),
     ("Sunny", "Long", "F", "word"), ("Grace", "Lee", "F", "word"), ("Faith", "Stone", "F", "word"),
     ("Joy", "King", "F", "word"), ("Dawn", "Bell", "F", "word"), ("Frank", "Hunter", "M", "word"),
@@ -148,6 +160,35 @@ CLINICAL = [
     "<<Murphy sign>> positive; <<lipase 45 U/L>>.",
     "<<Barrett esophagus>> on surveillance.",
     "<<Tidal volume 6 mL/kg>>, <<PEEP 5 cmH2O>>, <<FiO2 0.4>>.",
+    "<<Warfarin 5 mg>> daily, goal <<INR 2-3>>; <<vitamin K 10 mg>> IV given.",
+    "<<Oxycodone 5 mg>> q4h PRN; <<naloxone 0.4 mg>> at the bedside.",
+    "MRI showed a <<meningioma>> of the <<left frontal convexity>>.",
+    "<<Sodium 128 mmol/L>>; fluid restriction and <<tolvaptan 15 mg>>.",
+    "<<Pheochromocytoma>> suspected: <<plasma metanephrines>> elevated.",
+    "<<Zollinger-Ellison syndrome>>; <<gastrin 1200 pg/mL>>.",
+    "<<Tourette syndrome>> with motor tics; <<aripiprazole 5 mg>>.",
+    "<<Huntington disease>> confirmed, <<CAG repeats 44>>.",
+    "<<Marfan syndrome>> with <<aortic root dilatation 4.6 cm>>.",
+    "<<Reed-Sternberg cells>> on the lymph node biopsy.",
+    "<<Lewy bodies>> at autopsy; <<rivastigmine 6 mg>> BID before.",
+    "<<Keytruda 200 mg>> every 3 weeks for <<non-small cell lung cancer>>.",
+    "<<Ozempic 0.5 mg>> weekly and <<Jardiance 25 mg>> daily.",
+    "Right <<carpal tunnel syndrome>>, positive <<Tinel sign>> and <<Phalen test>>.",
+    "<<Cheyne-Stokes respiration>> noted overnight.",
+    "<<Kussmaul breathing>>, <<pH 7.12>>, <<bicarbonate 8 mEq/L>>.",
+    "<<Troponin I 2.3 ng/mL>>; <<STEMI>> in the <<inferior leads>>.",
+    "<<Methotrexate 15 mg>> weekly with <<folic acid 1 mg>> daily.",
+    "<<Whipple procedure>> for <<pancreatic adenocarcinoma>>.",
+    "<<Hirschsprung disease>> in the neonate; <<rectal biopsy>> planned.",
+    "<<Osgood-Schlatter disease>> of the <<tibial tuberosity>>.",
+    "<<Dupuytren contracture>> of the <<fourth digit>>.",
+    "<<Meniere disease>>: <<betahistine 16 mg>> TID.",
+    "<<Ferritin 8 ng/mL>>, <<ferric carboxymaltose 750 mg>> IV.",
+    "<<ALT 220 U/L>>, <<AST 180 U/L>>, <<bilirubin 3.2 mg/dL>>.",
+    "<<Gleason 3+4=7>> <<prostate adenocarcinoma>>, <<PSA 8.2 ng/mL>>.",
+    "<<Clostridioides difficile>> colitis, <<fidaxomicin 200 mg>> BID.",
+    "<<Epstein-Barr virus>> serology positive; <<splenomegaly>> on ultrasound.",
+    "<<Lyme disease>> with <<erythema migrans>>, <<doxycycline 100 mg>> BID.",
 ]
 
 TEMPLATES = [
@@ -168,6 +209,11 @@ TEMPLATES = [
     "Hospital course: {surname} tolerated treatment. {c1} {given} was discharged home to {ADDRESS} on {DATE}.",
     "pt {lower} aged {AGE}, {c1} daughter {other_lower} called from {PHONE}.",
     "{given} {surname} returned from {CITY} on {DATE}. {c1} {c2} Next of kin: {other_full}, {PHONE}.",
+    "Name: {full}\nDOB: {DATE}\nMRN: {MRN_VALUE}\nPhone: {PHONE}\n{c1}",
+    "From: {EMAIL}\nRe: {full}\n{c1} {c2} Please call me back on {PHONE}.",
+    "{c1} Plan discussed with {given} and {other_given}. Dictated by Dr. {doctor}, {DATE}.",
+    "cc: Dr. {doctor}\nDear Dr. {doctor}, I saw {full} today. {c1} {given} is keen to continue.",
+    "{title} {surname_only}'s {relation} called: {given} fell at home on {DATE}. {c1}",
 ]
 NOUNS = {"M": "man", "F": "woman"}
 TITLES = {"M": ["Mr.", "Mr", "Dr.", "Mx."], "F": ["Mrs.", "Ms.", "Ms", "Dr.", "Miss"]}
@@ -260,6 +306,8 @@ def build_note(template: str, person, other, rng: random.Random) -> Note:
                     note.add(code[:3])           # the state may stay (Safe Harbor), the ZIP may not
                     code = code[3:]
                 note.add(code, "ZIP")
+        elif slot == "MRN_VALUE":
+            note.add(rng.choice(FORMATS["MRN"])[1], "MRN")
         elif slot == "CITY":
             note.add(rng.choice(FORMATS["CITY"]), "LOCATION")
         elif isinstance(FORMATS[slot][0], tuple):
@@ -272,7 +320,7 @@ def build_note(template: str, person, other, rng: random.Random) -> Note:
 
 
 def notes(seed: int = 20) -> list[Note]:
-    """Every person in every fifth template, plus a lower-case copy of some: ~400 notes."""
+    """Each person in four templates, plus a lower-case copy of every ninth note: ~560 notes."""
     rng = random.Random(seed)
     out = []
     for i, person in enumerate(PEOPLE):

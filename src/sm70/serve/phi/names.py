@@ -35,6 +35,11 @@ grandpa grandchild child baby infant contact kin nok by attending physician prov
 intern consultant cc dear hi hello regards sincerely thanks mr mrs ms dr""".split())
 # after these even a lower-case ordinary word is a name: "named rose", "name: hope"
 STRONG_CUES = frozenset("named name names called alias aka dear".split())
+KIN = frozenset("""son daughter wife husband mother mom mum father dad brother sister spouse partner fiancé fiancée
+boyfriend girlfriend friend neighbour neighbor uncle aunt niece nephew cousin grandson granddaughter grandmother
+grandfather grandma grandpa grandchild""".split())
+# after a kinship word these are verbs, not names: "daughter will call"
+NOT_NAMES = frozenset("will may can might must shall did does do is was has had would could should also then".split())
 PARTICLES = frozenset("de du des del della di da do dos das von van der den ter ten la le el al bin ibn ben bint "
                       "abu ap mac y e".split())
 # words after which a surname names a disease, a sign or a procedure, not a person
@@ -51,7 +56,7 @@ complains complained returns returned arrives arrived notes noted says said desc
 underwent undergoes takes took lives lived works worked continues remains remained feels felt tolerated agrees
 agreed declined declines requested requests came comes went goes attends attended will would can could
 admits admitted endorses endorsed walks walked seen lives""".split())
-PERSON_NEXT = re.compile(r"\s?[,(]\s?(?:an?\s|aged?\s|\d)|\s(?:" + "|".join(sorted(PERSON_VERBS)) + r")\b", re.I)
+PERSON_NEXT = re.compile(r"\s?[,(]\s?(?:an?\s|aged?\b|dob\b|born\b|mrn\b|\d)|\s(?:" + "|".join(sorted(PERSON_VERBS)) + r")\b", re.I)
 SENTENCE_END = ".!?:;\n•*"
 
 
@@ -197,6 +202,18 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
             elif not mid and _person_follows(toks, i, text):
                 name[i] = True                                  # "Hope reports", "Will, a 34-year-old"
 
+    for i, t in enumerate(toks):
+        if name[i] or keep[i] or t.numeric or t.kind != AMBIGUOUS:
+            continue
+        nxt = toks[i + 1].text.lower() if i + 1 < n else ""
+        prev = toks[i - 1].text.lower() if i > 0 else ""
+        if t.poss and nxt in KIN:
+            name[i] = True                                  # "sterling's daughter"
+        elif prev in KIN and gap(i) in (" ", ", ") and not t.poss and t.text.lower() not in NOT_NAMES:
+            name[i] = True                                  # "daughter ray", "wife grace"
+        elif (nxt == "and" and i + 2 < n and name[i + 2]) or (prev == "and" and i > 1 and name[i - 2]):
+            name[i] = True                                  # "with hope and Ngozi"
+
     # names spread to their neighbours: given names, surnames, initials, particles
     changed = True
     while changed:
@@ -227,9 +244,14 @@ def _joins(toks: list[Tok], name: list[bool], i: int, gap, vocab: Vocabulary, se
                                              in PARTICLES | TITLES):
             return True                                 # "José de la Cruz", "van der Berg tolerated"
         return left and _name_after(toks, name, i, i - 1)
-    # a capitalized word right after a name, in mid-sentence: "Nguyễn Văn An", "Jean-Pierre Dubois"
-    return left and gap(i) == " " and t.cap and not sentence_start(i) and low not in vocab.places \
-        and low not in EPONYM_HEADS
+    if not t.cap or low in CUES or low in TITLES or low in EPONYM_HEADS:
+        return False
+    # a capitalized word right after a name, in mid-sentence: "Nguyễn Văn An", "LaToya Washington"
+    if left and gap(i) == " " and not sentence_start(i):
+        return True
+    # a capitalized word right before an unknown capitalized one: "Amine Benali", "Mads Østergaard"
+    return right and gap(i + 1) == " " and toks[i + 1].kind == PROPER and toks[i + 1].cap and \
+        low not in vocab.places
 
 
 def _run(toks: list[Tok], i: int, gap) -> list[int]:

@@ -85,7 +85,7 @@ PATTERNS: list[tuple[str, str]] = [
     ("ID", cued(r"NPI|DEA|licen[cs]e|certificate|passport|driver'?s licen[cs]e|DL|permis|GMC|NMC|AHPRA|"
                 r"registration|badge|employee|staff|ID|identifier|reference|ref|número|numéro", LONG_ID)),
     ("VEHICLE", cued(r"VIN|licen[cs]e plate|number plate|plate|registration plate|reg\.?|immatriculation",
-                     r"(?=[A-Z0-9 -]{0,12}\d)[A-Z0-9]{1,4}(?:[ -]?[A-Z0-9]{1,4}){1,3}(?![\w-])")),
+                     r"(?=[A-Za-z0-9 -]{0,12}\d)[A-Za-z0-9]{1,4}(?:-?[A-Za-z0-9]{1,4}| [A-Z0-9]{1,4}){1,3}(?![\w-])")),
     ("VEHICLE", rf"{B}(?=[A-HJ-NPR-Z0-9]{{0,16}}\d)(?=[A-HJ-NPR-Z0-9]{{0,16}}[A-HJ-NPR-Z])[A-HJ-NPR-Z0-9]{{17}}{E}"),
     ("DEVICE", cued(r"serial|S/N|SN|device|UDI|IMEI|implant|model|lot|MAC",
                     r"(?=[A-Za-z0-9()-]{0,40}\d)[A-Za-z0-9(][A-Za-z0-9()-]{2,39}[A-Za-z0-9](?![\w-])")),
@@ -122,6 +122,9 @@ PATTERNS: list[tuple[str, str]] = [
                 r"drive|terrace|crescent|parkway|highway|hwy|square)\b"),
     ("ADDRESS", r"\b\d{1,5}[a-z]?,?\s(?:rue|calle|avenida|rua|via|viale|piazza|corso)\s(?:(?:de|du|des|la|le|del|di|da|"
                 r"do|d')\s?){0,2}[a-zà-ÿ'-]{2,30}(?:\s[a-zà-ÿ'-]{2,30})?"),
+    ("ADDRESS", r"\b[a-zß-ÿ]{3,30}(?:straße|strasse|str\.|weg|allee|platz|gasse|gracht)\s\d{1,5}[a-z]?\b"),
+    ("ADDRESS", r"\b(?:calle|avenida|rua|piazza|corso|rue|plaza|paseo|viale)\s(?:(?:de|del|di|da|do|la|le)\s){0,2}"
+                r"[a-zà-ÿ'-]{2,30}(?:\s[a-zà-ÿ'-]{2,30})?,?\s\d{1,5}\b"),
     ("ADDRESS", r"(?i)\b(?:Flat|Apartment|Apt|Unit|Suite|Piso|Wohnung)\s\d{1,5}[A-Z]?(?=,)"),
     ("ADDRESS", r"(?i)\bP\.?\s?O\.?\s?Box\s\d{1,8}\b|\bCase postale\s\d{1,6}\b|\bApartado\s\d{1,6}\b"),
     ("ADDRESS", rf"\b{WORD}(?:\s{WORD})?,\s{STATES}\s\d{{5}}(?:-\d{{4}})?\b"),

@@ -16,7 +16,7 @@ from sm70.errors import Sm70Error
 
 from .names import find_names
 from .patterns import PATTERNS, B, E
-from .vocab import vocabulary
+from .vocab import SAFE, vocabulary
 
 # bare numbers and codes left over: nine digits are an SSN's shape, ten a phone's, the rest an ID
 TAIL = re.compile(rf"{B}(?:\d{{7,}}|(?=[A-Za-z0-9-]{{0,30}}\d{{5}})(?=[A-Za-z0-9-]{{0,30}}[A-Za-z])"
@@ -57,6 +57,8 @@ class Scrubber:
         found += [(s, e, "NAME") for s, e in find_names(text, self.vocab, covered)]
         found = _merge(found)
         found += _postcodes_by_places(text, found)
+        found = _merge(found)
+        found += _towns_after_postcodes(text, found, self.vocab)
         for m in TAIL.finditer(text):
             s, e = m.span()
             if not covered(s, e) and not DOSE.fullmatch(m.group(0)) and not TAIL_UNIT.match(text, e):
@@ -73,7 +75,9 @@ class Scrubber:
         return "".join(out)
 
 
-PLACE_CODE = re.compile(r"(?:,\s?|\s)(?:-\s)?([A-Za-z]{0,2}\d{3,6}(?:[ -][A-Za-z0-9]{2,4})?)(?![\w-])")
+PLACE_CODE = re.compile(r"(?:,\s?|\s)(?:-\s)?(?:[A-Za-z]{2}\s)?([A-Za-z]{0,2}\d{3,6}(?:[ -][A-Za-z0-9]{2,4})?|"
+                        r"[A-Za-z]{1,2}\d[A-Za-z\d]?\s?\d[A-Za-z]{2}|[A-Za-z]\d[A-Za-z]\s?\d[A-Za-z]\d)(?![\w-])")
+TOWN = re.compile(r"[,\s]\s?([^\W\d_][\w'’-]{1,40})")
 
 
 def _postcodes_by_places(text: str, spans) -> list[tuple[int, int, str]]:
@@ -83,6 +87,15 @@ def _postcodes_by_places(text: str, spans) -> list[tuple[int, int, str]]:
         if label in ("NAME", "LOCATION", "ADDRESS") and (m := PLACE_CODE.match(text, e)) and \
                 not TAIL_UNIT.match(text, m.end(1)):
             out.append((*m.span(1), "ZIP"))
+    return out
+
+
+def _towns_after_postcodes(text: str, spans, vocab) -> list[tuple[int, int, str]]:
+    """A word right after a postcode or a street is its town: "75001 paris", "rue de rivoli, 75001 paris"."""
+    out = []
+    for _, e, label in spans:
+        if label in ("ZIP", "ADDRESS") and (m := TOWN.match(text, e)) and vocab.kind(m.group(1)) != SAFE:
+            out.append((*m.span(1), "LOCATION"))
     return out
 
 

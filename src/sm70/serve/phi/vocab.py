@@ -53,6 +53,8 @@ class Vocabulary:
     names: frozenset[str]       # lower-cased words a dictionary gives as proper nouns
     eponyms: frozenset[str]     # lower-cased surnames that name diseases and signs
     places: frozenset[str]      # lower-cased proper nouns that are not PHI (countries, states, days)
+    clinical: frozenset[str]    # our own [safe] list: never a name, whatever the English dictionary says
+    stems: frozenset[str]       # the base forms that take endings: medical and ours ("titrate" + "d")
 
     def kind(self, word: str) -> int:
         """SAFE, AMBIGUOUS (a safe word that is also a name: "rose", "will") or PROPER."""
@@ -64,16 +66,18 @@ class Vocabulary:
 
 @lru_cache(maxsize=200_000)
 def _kind(vocab: Vocabulary, w: str) -> int:
+    if w in vocab.clinical:
+        return SAFE
     if w in vocab.places:
         return AMBIGUOUS if w in vocab.names else SAFE
-    if _stem_in(w, vocab.safe):
-        return AMBIGUOUS if _stem_in(w, vocab.names) else SAFE
+    if w in vocab.safe or _stem_in(w, vocab.stems):
+        return AMBIGUOUS if w in vocab.names else SAFE
     if _contraction(vocab, w):
         return SAFE
     parts = [p for p in w.split("-") if p]
     # a compound is safe when each part is ("non-tender", "well-appearing"); "Smith-Jones" stays a name
-    if len(parts) > 1 and all(_stem_in(p, vocab.safe) for p in parts):
-        return AMBIGUOUS if any(_stem_in(p, vocab.names) for p in parts) else SAFE
+    if len(parts) > 1 and all(p in vocab.safe or _stem_in(p, vocab.stems) for p in parts):
+        return AMBIGUOUS if any(p in vocab.names for p in parts) else SAFE
     return PROPER
 
 
@@ -118,7 +122,7 @@ def _sections() -> dict[str, set[str]]:
 @lru_cache(maxsize=1)
 def vocabulary() -> Vocabulary:
     ours = _sections()
-    lower, proper, eponyms = set(), set(), set(ours["eponym"])
+    lower, proper, eponyms, medical = set(), set(), set(ours["eponym"]), set()
     for package in ("wamerican-large", "wbritish-large"):
         for w in _read_lines(package):
             w = w.strip()
@@ -136,8 +140,10 @@ def vocabulary() -> Vocabulary:
         if w[:1].isupper() and not w.isupper():
             eponyms.add(w.lower())   # Parkinson, Crohn, Kayser-Fleischer
         else:
-            lower.add(w.lower())      # tachycardia, and abbreviations such as AAFP
-    safe = lower | ours["safe"]
+            medical.add(w.lower())    # tachycardia, and abbreviations such as AAFP
+    # SCOWL lists every inflection; the medical list and ours give base forms, so only they take endings
+    safe = lower | medical | ours["safe"]
     names = (proper - COMMON - ours["place"]) | ours["given"]
     return Vocabulary(safe=frozenset(safe), names=frozenset(names),
-                      eponyms=frozenset(eponyms), places=frozenset(ours["place"]))
+                      eponyms=frozenset(eponyms), places=frozenset(ours["place"]),
+                      clinical=frozenset(ours["safe"]), stems=frozenset(medical | ours["safe"]))
