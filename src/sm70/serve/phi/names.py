@@ -50,7 +50,7 @@ murmur esophagus oesophagus thyroiditis encephalopathy contracture cyst hernia l
 bacillus cell cells body bodies duct canal gland glands space line lines point angle tear rule method technique
 block position repair fundoplication anastomosis shunt incision approach nodule nodules staging stage grade
 arthritis dementia dystrophy ataxia chorea anemia anaemia deformity aneurysm pouch diverticulum diet regimen
-protocol pathway knot fold folds tumours tremor dermatitis""".split())
+protocol pathway knot fold folds tumours tremor dermatitis agar medium media sequence diagram""".split())
 PERSON_VERBS = frozenset("""is was has had reports reported presents presented states stated denies denied
 complains complained returns returned arrives arrived notes noted says said describes described appears appeared
 underwent undergoes takes took lives lived works worked continues remains remained feels felt tolerated agrees
@@ -58,6 +58,7 @@ agreed declined declines requested requests came comes went goes attends attende
 admits admitted endorses endorsed walks walked seen lives""".split())
 PERSON_NEXT = re.compile(r"\s?[,(]\s?(?:an?\s|aged?\b|dob\b|born\b|mrn\b|\d)|\s(?:" + "|".join(sorted(PERSON_VERBS)) + r")\b", re.I)
 SENTENCE_END = ".!?:;\n•*"
+ROMAN = frozenset("i ii iii iv v vi".split())
 
 
 @dataclass
@@ -139,7 +140,8 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
         head = toks[h].text.lower() if h < n and gap(h) in (" ", "'s ", "’s ", "' ", "’ ") else None
         last = toks[j]
         if vocab.is_eponym(t.text) and all(vocab.is_eponym(toks[k].text) for k in range(i, j + 1)):
-            if head in EPONYM_HEADS or (last.poss and (head is None or
+            staged = h < n and (toks[h].numeric or head in ROMAN) and gap(h) == " "    # "Tanner IV", "Gleason 7"
+            if head in EPONYM_HEADS or staged or (last.poss and (head is None or
                                                        not toks[h].cap and head not in CUES)):
                 for k in range(i, j + 1):
                     keep[k] = True
@@ -168,11 +170,11 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
         if keep[at] and not title:
             continue
         pair = at + 1 < n and gap(at + 1) == " " and nxt.kind != SAFE and toks[at + 1].kind != SAFE and \
-            not toks[at + 1].numeric and not keep[at + 1]
+            not toks[at + 1].numeric and not keep[at + 1] and \
+            nxt.text.lower() not in NOT_NAMES and toks[at + 1].text.lower() not in NOT_NAMES
         if pair and not (nxt.cap or nxt.caps):
             name[at + 1] = True     # "daughter joy king", "pt will turner"
-        elif not (nxt.kind != SAFE and (nxt.cap or nxt.caps or strong) or nxt.initial
-                or (strong and nxt.cap) or (low in STRONG_CUES and nxt.kind == SAFE and nxt.text.isalpha())):
+        elif not (nxt.kind != SAFE and (nxt.cap or nxt.caps or strong) or nxt.initial or (strong and nxt.cap)):
             continue
         name[at] = True
         keep[at] = False
@@ -180,7 +182,7 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
     for i, t in enumerate(toks):
         if keep[i] or t.numeric or name[i]:
             continue
-        if t.kind == PROPER:
+        if t.kind == PROPER and not (t.caps and len(t.text) <= 5):
             name[i] = True
         elif t.kind == AMBIGUOUS and not t.cap and not t.caps and sentence_start(i):
             k = i
@@ -216,13 +218,14 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
 
     # names spread to their neighbours: given names, surnames, initials, particles
     changed = True
-    while changed:
+    while changed:          # a pass each way, so a chain of any length spreads in a bounded number of passes
         changed = False
-        for i, t in enumerate(toks):
-            if name[i] or keep[i] or t.numeric:
-                continue
-            if _joins(toks, name, i, gap, vocab, sentence_start):
-                name[i] = changed = True
+        for order in (range(n), range(n - 1, -1, -1)):
+            for i in order:
+                if name[i] or keep[i] or toks[i].numeric:
+                    continue
+                if _joins(toks, name, i, gap, vocab, sentence_start):
+                    name[i] = changed = True
     return _spans(text, toks, name)
 
 

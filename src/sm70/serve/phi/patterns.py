@@ -82,7 +82,7 @@ PATTERNS: list[tuple[str, str]] = [
                          LONG_ID)),
     ("HEALTH_PLAN", rf"{B}[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-?"
                     rf"[AC-HJKMNP-RT-Y]{{2}}\d{{2}}{E}"),                       # Medicare MBI
-    ("ID", cued(r"NPI|DEA|licen[cs]e|certificate|passport|driver'?s licen[cs]e|DL|permis|GMC|NMC|AHPRA|"
+    ("ID", cued(r"NPI|DEA|licen[cs]e|certificate|passport|driver'?s licen[cs]e|(?-i:DL)|permis|GMC|NMC|AHPRA|"
                 r"registration|badge|employee|staff|ID|identifier|reference|ref|número|numéro", LONG_ID)),
     ("VEHICLE", cued(r"VIN|licen[cs]e plate|number plate|plate|registration plate|reg\.?|immatriculation",
                      r"(?=[A-Za-z0-9 -]{0,12}\d)[A-Za-z0-9]{1,4}(?:-?[A-Za-z0-9]{1,4}| [A-Z0-9]{1,4}){1,3}(?![\w-])")),
@@ -120,7 +120,7 @@ PATTERNS: list[tuple[str, str]] = [
     # lower-case notes: "42 oak street", "12 rue de rivoli" (only street words no clinical phrase ends on)
     ("ADDRESS", r"\b\d{1,6}[a-z]?,?\s(?:[a-zà-ÿ'-]{2,20}\s){1,3}(?:street|road|avenue|ave|boulevard|blvd|lane|"
                 r"drive|terrace|crescent|parkway|highway|hwy|square)\b"),
-    ("ADDRESS", r"\b\d{1,5}[a-z]?,?\s(?:rue|calle|avenida|rua|via|viale|piazza|corso)\s(?:(?:de|du|des|la|le|del|di|da|"
+    ("ADDRESS", r"\b\d{1,5}[a-z]?,?\s(?:rue|calle|avenida|rua|viale|piazza|corso)\s(?:(?:de|du|des|la|le|del|di|da|"
                 r"do|d')\s?){0,2}[a-zà-ÿ'-]{2,30}(?:\s[a-zà-ÿ'-]{2,30})?"),
     ("ADDRESS", r"\b[a-zß-ÿ]{3,30}(?:straße|strasse|str\.|weg|allee|platz|gasse|gracht)\s\d{1,5}[a-z]?\b"),
     ("ADDRESS", r"\b(?:calle|avenida|rua|piazza|corso|rue|plaza|paseo|viale)\s(?:(?:de|del|di|da|do|la|le)\s){0,2}"

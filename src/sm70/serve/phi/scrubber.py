@@ -46,7 +46,8 @@ class Scrubber:
                 if e > s:
                     found.append((s, e, label))
                     guard.append((*m.span(), label))     # a cue ("IMEI", "lives in") is no name either
-        found = _merge(found)
+        # Safe Harbor lets the country and the state stay: "moved from Brazil"
+        found = _merge([f for f in found if f[2] != "LOCATION" or not self._allowed_place(text[f[0]:f[1]])])
         guard = _merge(guard)
         starts, ends = [s for s, _, _ in guard], [e for _, e, _ in guard]
 
@@ -56,15 +57,18 @@ class Scrubber:
 
         found += [(s, e, "NAME") for s, e in find_names(text, self.vocab, covered)]
         found = _merge(found)
-        found += _postcodes_by_places(text, found)
-        found = _merge(found)
-        found += _towns_after_postcodes(text, found, self.vocab)
+        for _ in range(2):      # "Nairobi 00100" and "75001 Paris": each finds the other
+            found = _merge(found + _postcodes_by_places(text, found))
+            found = _merge(found + _towns_after_postcodes(text, found, self.vocab))
         for m in TAIL.finditer(text):
             s, e = m.span()
             if not covered(s, e) and not DOSE.fullmatch(m.group(0)) and not TAIL_UNIT.match(text, e):
                 digits = sum(c.isdigit() for c in m.group(0))
                 found.append((s, e, {9: "SSN", 10: "PHONE"}.get(digits, "ID") if m.group(0).isdigit() else "ID"))
         return _merge(found)
+
+    def _allowed_place(self, words: str) -> bool:
+        return all(w.lower() in self.vocab.places for w in re.findall(r"[^\W\d_]+", words))
 
     def __call__(self, text: str) -> str:
         out, at = [], 0

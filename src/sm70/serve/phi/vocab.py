@@ -41,7 +41,10 @@ when where why how all any some each both few many much such only also just very
 before again then than this that these those she her his him they them their our your you not but can has had have
 was were are one two three four five first last next same other part side set let see say said tell told put get got
 make made take took come came give gave find found keep kept way ward less least like life live love real free fair
-fine full hard late early gross major minor general chief sure true""".split())     # a plain word; a word that is also a name; anything else
+fine full hard late early gross major minor general chief sure true normal""".split())
+# prefixes that make a known word into another ("unconjugated", "nonbloody", "rehydration")
+PREFIXES = ("non", "un", "re", "de", "dis", "mis", "pre", "post", "hyper", "hypo", "over", "under", "anti", "sub",
+            "super", "inter", "intra", "trans", "peri", "cross", "down", "up", "out", "semi", "multi", "micro")     # a plain word; a word that is also a name; anything else
 # Endings tried, longest first, when a word is not listed as written ("tachycardias", "titrated").
 SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""),
             ("s", ""), ("ly", ""), ("'s", ""), ("’s", ""), ("'", ""), ("’", ""))
@@ -58,7 +61,7 @@ class Vocabulary:
 
     def kind(self, word: str) -> int:
         """SAFE, AMBIGUOUS (a safe word that is also a name: "rose", "will") or PROPER."""
-        return _kind(self, word.lower())
+        return lower_kind(self, word) if word.islower() else _kind(self, word.lower())
 
     def is_eponym(self, word: str) -> bool:
         return _stem_in(word.lower(), self.eponyms)
@@ -75,9 +78,29 @@ def _kind(vocab: Vocabulary, w: str) -> int:
     if _contraction(vocab, w):
         return SAFE
     parts = [p for p in w.split("-") if p]
-    # a compound is safe when each part is ("non-tender", "well-appearing"); "Smith-Jones" stays a name
-    if len(parts) > 1 and all(p in vocab.safe or _stem_in(p, vocab.stems) for p in parts):
+    # a compound is safe when each part is ("non-tender", "Anti-HBs", "β-agonist"); "Smith-Jones" and
+    # "Ka-ho" stay names: short parts pass only beside a known long one
+    if len(parts) > 1 and all(_known(vocab, p) or len(p) <= 3 for p in parts) and \
+            (all(len(p) > 3 for p in parts) or any(len(p) > 3 and p in vocab.safe for p in parts)):
         return AMBIGUOUS if any(p in vocab.names for p in parts) else SAFE
+    return PROPER
+
+
+def _known(vocab: Vocabulary, w: str) -> bool:
+    return w in vocab.safe or w in vocab.places or _stem_in(w, vocab.stems)
+
+
+@lru_cache(maxsize=100_000)
+def lower_kind(vocab: Vocabulary, w: str) -> int:
+    """A word typed in lower case may also be a known word behind a prefix ("nonbloody"); not so a
+    capitalized one, where that would let through surnames such as Unger or Dehaan. Two known words
+    run together ("breastmilk") are not taken: "campbell" is camp + bell."""
+    kind = _kind(vocab, w)
+    if kind != PROPER or len(w) < 7:
+        return kind
+    for p in PREFIXES:
+        if w.startswith(p) and _known(vocab, w[len(p):].lstrip("-")):
+            return SAFE
     return PROPER
 
 
