@@ -126,12 +126,16 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
     def joined(i: int) -> bool:  # token i follows token i-1 within a name: "Rose Okafor", "Okafor, Rose"
         return i > 0 and gap(i) in (" ", ", ", "  ") and not toks[i].numeric and not toks[i - 1].numeric
 
-    # eponyms: a run of capitalized eponyms before a head ("Austin Flint murmur"), or "Crohn's" alone
-    for i, t in enumerate(toks):
-        if t.numeric or not vocab.is_eponym(t.text) and not (t.cap and t.kind == AMBIGUOUS):
+    # eponyms: a run of eponyms before a head ("Austin Flint murmur"), or "Crohn's" alone; each run once
+    eponym = [not t.numeric and vocab.is_eponym(t.text) for t in toks]
+    i = 0
+    while i < n:
+        t = toks[i]
+        if not eponym[i] and not (t.cap and t.kind == AMBIGUOUS and not t.numeric):
+            i += 1
             continue
         j = i
-        while j + 1 < n and gap(j + 1) == " " and vocab.is_eponym(toks[j + 1].text):
+        while eponym[i] and j + 1 < n and eponym[j + 1] and gap(j + 1) == " ":
             j += 1
         h = j + 1
         while h < n and h <= j + 2 and (toks[h].cap or not t.cap) and toks[h].kind == SAFE and gap(h) == " " and \
@@ -139,14 +143,15 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
             h += 1              # "Glasgow Coma Scale", "Ann Arbor Staging"
         head = toks[h].text.lower() if h < n and gap(h) in (" ", "'s ", "’s ", "' ", "’ ") else None
         last = toks[j]
-        if vocab.is_eponym(t.text) and all(vocab.is_eponym(toks[k].text) for k in range(i, j + 1)):
+        if eponym[i]:
             staged = h < n and (toks[h].numeric or head in ROMAN) and gap(h) == " "    # "Tanner IV", "Gleason 7"
             if head in EPONYM_HEADS or staged or (last.poss and (head is None or
                                                        not toks[h].cap and head not in CUES)):
                 for k in range(i, j + 1):
                     keep[k] = True
-        elif head in EPONYM_HEADS and t.kind == AMBIGUOUS and j == i and not t.poss:
+        elif head in EPONYM_HEADS and not t.poss:
             keep[i] = True          # "Graves disease", "Wells score", "Bell palsy"
+        i = j + 1
 
     # titles and cues name what follows
     for i, t in enumerate(toks):
@@ -179,6 +184,8 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
         name[at] = True
         keep[at] = False
 
+    runs = _runs(toks, gap)
+    plain = {r: all(toks[k].kind != SAFE or toks[k].numeric for k in r) for r in set(runs)}   # no ordinary word
     for i, t in enumerate(toks):
         if keep[i] or t.numeric or name[i]:
             continue
@@ -192,12 +199,11 @@ def find_names(text: str, vocab: Vocabulary, covered) -> list[tuple[int, int]]:
                 for m in range(i, k + 1):
                     name[m] = True
         elif t.kind == AMBIGUOUS and t.cap:
-            run = _run(toks, i, gap)
+            run = runs[i]
             mid = not sentence_start(i)
-            if len(run) >= 2 and all(toks[k].kind != SAFE for k in run):
+            if len(run) >= 2 and plain[run]:
                 name[i] = True                                  # "Grace Lee"
-            elif mid and all(toks[k].kind != SAFE or toks[k].numeric for k in run) and t.text.lower() \
-                    not in vocab.places:
+            elif mid and plain[run] and t.text.lower() not in vocab.places:
                 name[i] = True                                  # "reviewed with Rose"
             elif t.poss and i + 1 < n and not keep[i]:
                 name[i] = True                                  # "Rose's mother"
@@ -257,14 +263,18 @@ def _joins(toks: list[Tok], name: list[bool], i: int, gap, vocab: Vocabulary, se
         low not in vocab.places
 
 
-def _run(toks: list[Tok], i: int, gap) -> list[int]:
-    """The capitalized words joined to token i by single spaces."""
-    lo = hi = i
-    while lo > 0 and toks[lo - 1].cap and gap(lo) == " ":
-        lo -= 1
-    while hi + 1 < len(toks) and toks[hi + 1].cap and gap(hi + 1) == " ":
-        hi += 1
-    return list(range(lo, hi + 1))
+def _runs(toks: list[Tok], gap) -> list[range]:
+    """For each token, the capitalized words joined to it by single spaces (one range per run)."""
+    out: list[range] = []
+    i, n = 0, len(toks)
+    while i < n:
+        j = i
+        if toks[i].cap:
+            while j + 1 < n and toks[j + 1].cap and gap(j + 1) == " ":
+                j += 1
+        out += [range(i, j + 1)] * (j + 1 - i)
+        i = j + 1
+    return out
 
 
 def _person_follows(toks: list[Tok], i: int, text: str) -> bool:
