@@ -100,9 +100,9 @@ PATTERNS: list[tuple[str, str]] = [
     ("PHONE", rf"{B}\d{{3}}-\d{{4}}{E}{UNIT}"),
     ("DATE", rf"{B}(?:\d{{1,2}}[/-]\d{{1,2}}[/-](?:\d{{4}}|\d{{2}})|\d{{1,2}}\.\d{{1,2}}\.(?:\d{{4}}|\d{{2}})|"
              rf"\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}(?:T\d{{2}}:\d{{2}}(?::\d{{2}})?)?){E}(?!\.\d)"),
-    ("DATE", rf"(?i:\b(?:\d{{1,2}}(?:st|nd|rd|th|er|º)?\.?[\s-](?:of\s|de\s)?{MONTHS}\.?(?:,?[\s-](?:de\s)?\d{{2,4}})?|"
-             rf"{MONTHS}\.?\s(?:the\s)?\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s\d{{4}})?|{MONTHS}\.?,?\s(?:of\s)?\d{{4}}|"
-             rf"(?:the\s)?\d{{1,2}}(?:st|nd|rd|th)\s(?:of\s)?{MONTHS})\b)"),
+    # day first and month first apart: one pattern with both alternatives retried the month list everywhere
+    ("DATE", rf"\b\d{{1,2}}(?:st|nd|rd|th|er|º)?\.?[\s-](?:of\s|de\s)?(?i:{MONTHS})\.?(?:,?[\s-](?:de\s)?\d{{2,4}})?\b"),
+    ("DATE", rf"\b(?i:{MONTHS})\.?(?:\s(?:the\s)?\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s\d{{4}})?|,?\s(?:of\s)?\d{{4}})\b"),
     ("DATE", r"(?i:\b(?:on|since|dated|until|seen)\s)(?P<v>\d{1,2}/\d{1,2})(?![\d/])(?!\s?(?:tablet|strength|dose|of|mmHg))"),
     ("AGE", r"(?i)\b(?:age[d]?|aged|âge|edad|età|alter)[\s:]{1,3}(?P<v>(?:9\d|1[0-2]\d))\b"),
     ("AGE", r"(?i)\b(?P<v>(?:9\d|1[0-2]\d))(?=[\s-]{0,2}(?:years?|yrs?|yo\b|y/o|y\.o\.|-year-old|year-old|ans\b|"
