@@ -31,6 +31,7 @@ TOKEN = re.compile(r"[^\W_](?:[\w'’]|-(?=[^\W_]))*")
 PERSON_NEXT = re.compile(r"\s?[,(]\s?(?:an?\s|aged?\b|dob\b|born\b|mrn\b|\d)|\s(?:" + "|".join(sorted(PERSON_VERBS)) +
                          r")\b", re.I)
 SENTENCE_END = ".!?:;\n•*"
+DIGIT = re.compile(r"\d")
 
 
 @dataclass
@@ -50,7 +51,7 @@ def _tokens(text: str, vocab: Vocabulary) -> list[Tok]:
     out = []
     for m in TOKEN.finditer(text):
         w, s, e = m.group(0), m.start(), m.end()
-        if any(c.isdigit() for c in w):
+        if DIGIT.search(w):
             out.append(Tok(s, e, w, False, False, False, SAFE, False, True))
             continue
         poss = False
@@ -58,8 +59,7 @@ def _tokens(text: str, vocab: Vocabulary) -> list[Tok]:
             w, poss, e = w[:-2], True, e - 2        # the span covers "Rose", the "'s" stays
         elif w[-1] in "'’":
             w, poss, e = w[:-1], True, e - 1
-        letters = [c for c in w if c.isalpha()]
-        caps = len(letters) > 1 and all(c.isupper() for c in letters)
+        caps = len(w) > 1 and w.isupper()
         cap = w[0].isupper() and not caps
         initial = len(w) == 1 and w.isupper() and (s == 0 or text[s - 1] in " \t\n(\"'")
         kind = SAFE if len(w) == 1 else vocab.kind(w)

@@ -14,6 +14,8 @@ from every position (an e-mail pattern without the lookbehind took seconds on 40
 
 from __future__ import annotations
 
+import re
+
 MONTHS = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
           r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?|"
           # French, Spanish, Italian, Portuguese, German: "3 mars 2021", "5 de mayo", "14. März"
@@ -44,6 +46,10 @@ UNIT = (r"(?!\s?(?:mg|mcg|ug|µg|g\b|kg|ml|mL|L\b|units?|U\b|IU|iu|mmol|mEq|meq|
 B = r"(?<![\w@.+-])"     # a match starts only where a token starts
 E = r"(?![\w@])"
 NUMBER_CUE = r"(?:\s?(?:(?:number|no\.?|nr\.?|num\.?|id)(?![a-z])|#|n°))?"
+# words after which a town is named: "lives in Reading", "transferred from Lagos"
+TOWN_CUES = (r"lives in|living in|lived in|resides in|resident of|moved from|moved to|born in|from the town of|town of|"
+             r"city of|village of|hometown|native of|travell?ed to|returned from|transferred from|transferred to|"
+             r"admitted from|discharged to|flew in from|moved here from|visiting from|originally from")
 # an identifier after a cue: one token holding a digit, maybe followed by groups of digits ("943 476 5919")
 ID_VALUE = r"(?=[A-Za-z0-9-]{0,24}\d)[A-Za-z0-9][A-Za-z0-9-]{0,24}(?: \d{2,5}){0,4}(?![\w-])" + UNIT
 LONG_ID = r"(?=[A-Za-z0-9-]{3,24}(?![\w-]))" + ID_VALUE       # after a weak cue ("group", "plan"): four or more
@@ -52,7 +58,42 @@ GROUPS = r"(?=[A-Z0-9 ]{0,8}\d)[A-Z0-9]{1,6}(?:[ .-]\d[A-Z0-9]{0,6}){0,7}(?![\w-
 
 def cued(cue: str, value: str) -> str:
     """`value` after `cue` (and "number", "no.", "#"), the cue kept: "MRN: [MRN]"."""
-    return rf"(?i:\b(?:{cue})(?![a-z]){NUMBER_CUE})[\s:#]{{0,3}}(?P<v>{value})"
+    return rf"{initials(cue)}(?i:\b(?:{cue})(?![a-z]){NUMBER_CUE})[\s:#]{{0,3}}(?P<v>{value})"
+
+
+def initials(alternatives: str) -> str:
+    """A lookahead on the letters the alternatives can start with. Python's re tries every alternative
+    of a case-insensitive list at every position; one character class first makes most positions fail
+    at once (the cue patterns ran about 3x faster)."""
+    firsts = _firsts(alternatives)
+    letters = "".join(sorted({c for f in firsts or () for c in (f.lower(), f.upper())}))
+    return f"(?=[{letters}])" if firsts else ""
+
+
+def _firsts(rx: str) -> set[str] | None:
+    """The first letters of a regex made of literal words, groups and `|`; None where it is not that."""
+    alts, depth, at = [], 0, 0
+    for i, c in enumerate(rx):                # split at the top level only
+        depth += (c == "(") - (c == ")")
+        if c == "|" and depth == 0:
+            alts.append(rx[at:i])
+            at = i + 1
+    out: set[str] = set()
+    for alt in alts + [rx[at:]]:
+        if m := re.match(r"\(\?[-a-z]*:", alt):            # a group first: its own first letters
+            depth, i = 1, m.end()
+            while depth and i < len(alt):
+                depth += (alt[i] == "(") - (alt[i] == ")")
+                i += 1
+            inner = _firsts(alt[m.end():i - 1])
+            if inner is None:
+                return None
+            out |= inner
+        elif alt[:1].isalpha():
+            out.add(alt[0])
+        else:
+            return None
+    return out
 
 
 # (label, pattern); a pattern with a group named `v` replaces only that group (the cue stays)
@@ -102,7 +143,7 @@ PATTERNS: list[tuple[str, str]] = [
              rf"\d{{4}}[-/.]\d{{1,2}}[-/.]\d{{1,2}}(?:T\d{{2}}:\d{{2}}(?::\d{{2}})?)?){E}(?!\.\d)"),
     # day first and month first apart: one pattern with both alternatives retried the month list everywhere
     ("DATE", rf"\b\d{{1,2}}(?:st|nd|rd|th|er|º)?\.?[\s-](?:of\s|de\s)?(?i:{MONTHS})\.?(?:,?[\s-](?:de\s)?\d{{2,4}})?\b"),
-    ("DATE", rf"\b(?i:{MONTHS})\.?(?:\s(?:the\s)?\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s\d{{4}})?|,?\s(?:of\s)?\d{{4}})\b"),
+    ("DATE", rf"\b{initials(MONTHS[3:-1])}(?i:{MONTHS})\.?(?:\s(?:the\s)?\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s\d{{4}})?|,?\s(?:of\s)?\d{{4}})\b"),
     ("DATE", r"(?i:\b(?:on|since|dated|until|seen)\s)(?P<v>\d{1,2}/\d{1,2})(?![\d/])(?!\s?(?:tablet|strength|dose|of|mmHg))"),
     ("AGE", r"(?i)\b(?:age[d]?|aged|âge|edad|età|alter)[\s:]{1,3}(?P<v>(?:9\d|1[0-2]\d))\b"),
     ("AGE", r"(?i)\b(?P<v>(?:9\d|1[0-2]\d))(?=[\s-]{0,2}(?:years?|yrs?|yo\b|y/o|y\.o\.|-year-old|year-old|ans\b|"
@@ -136,14 +177,10 @@ PATTERNS: list[tuple[str, str]] = [
     ("ZIP", rf"{B}\d{{4}} ?[A-Z]{{2}}(?=\s{WORD})"),                                    # Netherlands
     ("ZIP", rf"{B}\d{{5}}-\d{{3}}{E}"),                                                 # Brazil
     ("ZIP", rf"(?<!CPT )(?<!ICD )(?<!code ){B}(?:[A-Z]-)?\d{{4,5}}(?=\s[A-ZÀ-Þ][a-zß-ÿ]{{2,}}(?:[\s,.]|$)(?!\s?(?:mg|units)))"),
-    ("LOCATION", rf"(?i:\b(?:lives in|living in|lived in|resides in|resident of|moved from|moved to|born in|"
-                 rf"from the town of|town of|city of|village of|hometown|native of|travell?ed to|returned from|"
-                 rf"transferred from|transferred to|admitted from|discharged to|flew in from|moved here from|"
-                 rf"visiting from|originally from)\s)(?P<v>{WORD}(?:[\s-](?:{PARTICLE}\s)?{WORD}){{0,2}})"),
-    ("LOCATION", r"\b(?:lives in|living in|lived in|resides in|resident of|moved from|moved to|born in|"
-                 r"native of|travell?ed to|returned from|transferred from|transferred to|admitted from|flew in from|"
-                 r"visiting from|originally from)\s(?P<v>(?!(?:the|a|an|his|her|their|our|home|hospital|icu|clinic|"
-                 r"ward|rehab|nursing|work|school|surgery|another|outside|care|an?|this|that|there|here)\b)"
+    ("LOCATION", rf"{initials(TOWN_CUES)}(?i:\b(?:{TOWN_CUES})\s)(?P<v>{WORD}(?:[\s-](?:{PARTICLE}\s)?{WORD}){{0,2}})"),
+    # the town typed in lower case: any word but the ones that follow these cues without naming a town
+    ("LOCATION", rf"{initials(TOWN_CUES)}\b(?:{TOWN_CUES})\s(?P<v>(?!(?:the|a|an|his|her|their|our|home|hospital|icu|"
+                 r"clinic|ward|rehab|nursing|work|school|surgery|another|outside|care|this|that|there|here)\b)"
                  r"[a-zà-ÿ][a-zà-ÿ'-]{2,30})"),
     ("LOCATION", rf"\b{WORD}(?:\s{WORD})?\s(?:County|Parish|Borough|Township|District|Province|Prefecture)\b"),
 ]
