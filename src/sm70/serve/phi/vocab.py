@@ -5,9 +5,9 @@ the words known to be safe and treat every other word as a possible identifier. 
 dictionaries installed with the system, read where Debian puts them, plus our own clinical list:
 
 - English: SCOWL's word lists of size 70 (Debian `wamerican-large`, `wbritish-large`; the smaller
-  lists lack words such as "fibrillation"). Their lower-case entries are
-  ordinary words; their capitalized entries are proper nouns (given names, surnames, places), which
-  tells us that "Rose", "Hope" or "Park" may be a name where "Pain" may not.
+  lists lack words such as "fibrillation"). Their lower-case entries are ordinary words; their
+  capitalized entries are proper nouns (given names, surnames, places), which tells us that "Rose",
+  "Hope" or "Park" may be a name where "Pain" may not.
 - Medical: OpenMedSpel (Debian `hunspell-en-med`): drugs, anatomy, diseases, lab names. Its
   capitalized entries are eponyms (Parkinson, Crohn), kept only before a clinical head.
 - Ours (clinical.txt): newer drugs and brands, scores, abbreviations, units, countries and states.
@@ -33,7 +33,7 @@ DICTIONARIES: dict[str, tuple[str, ...]] = {
 }
 INSTALL = "apt-get install " + " ".join(DICTIONARIES)
 
-SAFE, AMBIGUOUS, PROPER = 0, 1, 2
+SAFE, AMBIGUOUS, PROPER = 0, 1, 2     # a plain word; a word that is also a name; anything else
 # words the dictionary also lists as proper nouns ("Man", "Old", "Home") that are never taken for names
 COMMON = frozenset("""the and for with from into onto upon man men old new male female left right here there more
 most now good help home head best main east west north south high low day days city born case age army navy who what
@@ -44,7 +44,7 @@ make made take took come came give gave find found keep kept way ward less least
 fine full hard late early gross major minor general chief sure true normal""".split())
 # prefixes that make a known word into another ("unconjugated", "nonbloody", "rehydration")
 PREFIXES = ("non", "un", "re", "de", "dis", "mis", "pre", "post", "hyper", "hypo", "over", "under", "anti", "sub",
-            "super", "inter", "intra", "trans", "peri", "cross", "down", "up", "out", "semi", "multi", "micro")     # a plain word; a word that is also a name; anything else
+            "super", "inter", "intra", "trans", "peri", "cross", "down", "up", "out", "semi", "multi", "micro")
 # Endings tried, longest first, when a word is not listed as written ("tachycardias", "titrated").
 SUFFIXES = (("ies", "y"), ("ied", "y"), ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("es", ""),
             ("s", ""), ("ly", ""), ("'s", ""), ("’s", ""), ("'", ""), ("’", ""))
@@ -69,10 +69,8 @@ class Vocabulary:
 
 @lru_cache(maxsize=200_000)
 def _kind(vocab: Vocabulary, w: str) -> int:
-    if w in vocab.clinical:
+    if w in vocab.clinical or w in vocab.places:
         return SAFE
-    if w in vocab.places:
-        return AMBIGUOUS if w in vocab.names else SAFE
     if w in vocab.safe or _stem_in(w, vocab.stems):
         return AMBIGUOUS if w in vocab.names else SAFE
     if _contraction(vocab, w):
