@@ -31,7 +31,7 @@ TOKEN = re.compile(r"[^\W_](?:[\w'’]|-(?=[^\W_]))*")
 PERSON_NEXT = re.compile(r"\s?[,(]\s?(?:an?\s|aged?\b|dob\b|born\b|mrn\b|\d)|\s(?:" + "|".join(sorted(PERSON_VERBS)) +
                          r")\b", re.I)
 SENTENCE_END = ".!?:;\n•*"
-DIGIT = re.compile(r"\d")
+DIGIT = re.compile(r"[\d¹²³⁰-⁹₀-₉]")     # "mm³" is a unit, not a word
 
 
 @dataclass

@@ -76,16 +76,19 @@ def _kind(vocab: Vocabulary, w: str) -> int:
     if _contraction(vocab, w):
         return SAFE
     parts = [p for p in w.split("-") if p]
-    # a compound is safe when each part is ("non-tender", "Anti-HBs", "β-agonist"); "Smith-Jones" and
-    # "Ka-ho" stay names: short parts pass only beside a known long one
-    if len(parts) > 1 and all(_known(vocab, p) or len(p) <= 3 for p in parts) and \
-            (all(len(p) > 3 for p in parts) or any(len(p) > 3 and p in vocab.safe for p in parts)):
+    # a compound is safe when each part is a known word ("non-tender", "one-day-old") or a place
+    # ("African-American"), or short beside a known long word ("Anti-HBs", "β-agonist"); "Smith-Jones",
+    # "Ka-ho" and "Al-Farsi" stay names
+    words = [p in vocab.safe or _stem_in(p, vocab.stems) for p in parts]
+    if len(parts) > 1 and (all(words) or all(p in vocab.places for p in parts) or
+                           all(k or len(p) <= 3 for p, k in zip(parts, words)) and
+                           any(k and len(p) > 3 for p, k in zip(parts, words))):
         return AMBIGUOUS if any(p in vocab.names for p in parts) else SAFE
     return PROPER
 
 
 def _known(vocab: Vocabulary, w: str) -> bool:
-    return w in vocab.safe or w in vocab.places or _stem_in(w, vocab.stems)
+    return w in vocab.safe or _stem_in(w, vocab.stems)
 
 
 @lru_cache(maxsize=100_000)
