@@ -64,7 +64,12 @@ class Vocabulary:
         return lower_kind(self, word) if word.islower() else _kind(self, word.lower())
 
     def is_eponym(self, word: str) -> bool:
-        return _stem_in(word.lower(), self.eponyms)
+        return _eponym(self, word.lower())
+
+
+@lru_cache(maxsize=100_000)
+def _eponym(vocab: Vocabulary, w: str) -> bool:
+    return _stem_in(w, vocab.eponyms)
 
 
 @lru_cache(maxsize=200_000)
