@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import ssl
 import subprocess
+import time
 
 import httpx
 import pytest
 
 from sm70.cli import main
+from sm70.errors import Sm70Error
 from sm70.serve.limits import Limiter
 
 from .conftest import start_server
@@ -16,31 +21,40 @@ from .conftest import start_server
 openai = pytest.importorskip("openai")
 
 
-class Clock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-
-@pytest.mark.parametrize("rpm, tpm, charges, advance, expect", [
-    (2, None, [0, 0], 0, 60),        # two requests used the minute: the next waits for the first to leave
-    (2, None, [0, 0], 59.5, 1),
-    (2, None, [0, 0], 60, None),
-    (None, 100, [60, 50], 0, 60),    # 110 tokens: the oldest 60 must leave before the window has room
-    (None, 100, [60, 30], 0, None),
-    (None, None, [10**6], 0, None),  # no limits set: never refused
+@pytest.mark.parametrize("rpm, tpm, charges, expect", [
+    (2, None, [0, 0], 60),           # two requests used the minute: the next waits for the first to leave
+    (None, 100, [60, 50], 60),       # 110 tokens fill the window: the next waits for the oldest to leave
+    (None, 100, [60, 30], None),
+    (None, None, [10**6], None),     # no limits set: never refused
 ])
-def test_limiter_window(rpm, tpm, charges, advance, expect):
-    clock = Clock()
-    lim = Limiter(clock)
+def test_limiter_window(rpm, tpm, charges, expect):
+    lim = Limiter()
     for n in charges:
         assert lim.admit("u", rpm, tpm) is None
-        lim.charge("u", n)
-    clock.t += advance
+        if tpm is not None:
+            lim.charge("u", tpm, n)
     assert lim.admit("u", rpm, tpm) == expect
     assert lim.admit("other", rpm, tpm) is None   # limits are per key
+
+
+def test_the_window_moves():
+    lim = Limiter(window_s=1)
+    assert [lim.admit("u", 2, None) for _ in range(3)] == [None, None, 1]
+    time.sleep(1.1)
+    assert lim.admit("u", 2, None) is None
+
+
+def test_an_unknown_or_unreachable_store_stops_the_start():
+    with pytest.raises(Sm70Error, match="limits_storage: 'nosuch://x'"):
+        Limiter("nosuch://x")
+    with pytest.raises(Sm70Error, match="cannot be reached"):
+        Limiter(f"redis://127.0.0.1:{free_port()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def add(keys, name, *args):
@@ -132,3 +146,38 @@ def test_tls_with_a_self_signed_certificate(tiny_model, tmp_path):
         c.close()   # else the server's shutdown waits out the idle TLS connection
     finally:
         live.stop()
+
+
+def test_one_key_cannot_fill_the_engine(tiny_model, tmp_path):
+    """Finding: rpm does not bound concurrency, so one key could fill the engine's queue and every
+    other user got 429 "server busy". Here greedy (in_flight=2 in the keys file) holds two long
+    streams in a batch of three; its third request is refused, and another key is still served."""
+    keys = tmp_path / "keys.json"
+    tokens = {"greedy": add(keys, "greedy", "in_flight=2"), "other": add(keys, "other")}
+    live = start_server(tiny_model, tmp_path, keys=str(keys), max_batch=3, max_queue=1, key_in_flight=1)
+    auth = {who: {"Authorization": f"Bearer {t}"} for who, t in tokens.items()}
+    url = live.url + "/v1/completions"
+    long = {"prompt": "The patient", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+    short = {"prompt": "The patient", "max_tokens": 3}
+    try:
+        with httpx.Client(timeout=60) as client, contextlib.ExitStack() as held:
+            streams = []
+            for _ in range(2):
+                r = held.enter_context(client.stream("POST", url, json=long, headers=auth["greedy"]))
+                assert r.status_code == 200
+                streams.append(r.iter_lines())   # kept: a dropped iterator closes its response
+                next(streams[-1])                # admitted and generating
+            third = client.post(url, json=short, headers=auth["greedy"])
+            assert third.status_code == 429 and third.headers["retry-after"] == "1"
+            assert "2 requests in flight" in third.json()["error"]["message"]
+            assert client.post(url, json=short, headers=auth["other"]).status_code == 200
+            assert live.engine.snapshot()["running"] == 2    # greedy's streams were still going
+        deadline = time.monotonic() + 30                       # the server notices the closed streams
+        while (code := httpx.post(url, json=short, headers=auth["greedy"], timeout=60).status_code) == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert code == 200
+    finally:
+        live.stop()
+    outcomes = [json.loads(x)["outcome"] for x in live.audit_log.read_text().splitlines()]
+    assert "in_flight_limit" in outcomes
