@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -181,3 +183,55 @@ def test_one_key_cannot_fill_the_engine(tiny_model, tmp_path):
         live.stop()
     outcomes = [json.loads(x)["outcome"] for x in live.audit_log.read_text().splitlines()]
     assert "in_flight_limit" in outcomes
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real Redis (Debian's redis-server) on a free loopback port, its files in a temporary folder."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed: .ci/run installs it (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed here (Debian: apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_two_gateways_share_a_keys_rpm_through_redis(tiny_model, tmp_path, redis_url):
+    redis_url, redis = redis_url
+    keys = tmp_path / "keys.json"
+    tokens = {"shared": add(keys, "shared", "rpm=3"), "other": add(keys, "other", "rpm=3")}
+    gateways = [start_server(tiny_model, tmp_path / name, keys=str(keys), limits_storage=redis_url)
+                for name in ("a", "b")]
+    a, b = gateways
+
+    def status(live, who):
+        return httpx.post(live.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60,
+                          headers={"Authorization": f"Bearer {tokens[who]}"}).status_code
+
+    try:
+        assert [status(a, "shared"), status(b, "shared"), status(a, "shared")] == [200, 200, 200]
+        assert [status(b, "shared"), status(a, "shared")] == [429, 429]   # 3 per minute across both
+        assert status(b, "other") == 200                                  # per key, not per gateway
+        redis.terminate()
+        redis.wait(timeout=10)
+        assert status(a, "other") == 503              # a limit that cannot be counted is not skipped
+        ready = httpx.get(a.url + "/ready", headers={"Authorization": f"Bearer {tokens['other']}"})
+        assert ready.status_code == 503 and "limits_storage" in str(ready.json())
+    finally:
+        for live in gateways:
+            live.stop()
