@@ -18,7 +18,7 @@ from sm70.cli import main
 from sm70.errors import Sm70Error
 from sm70.serve.limits import Limiter
 
-from .conftest import start_server
+from .conftest import free_port, start_server
 
 openai = pytest.importorskip("openai")
 
@@ -51,12 +51,6 @@ def test_an_unknown_or_unreachable_store_stops_the_start():
         Limiter("nosuch://x")
     with pytest.raises(Sm70Error, match="cannot be reached"):
         Limiter(f"redis://127.0.0.1:{free_port()}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def add(keys, name, *args):
