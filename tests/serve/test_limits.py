@@ -68,7 +68,8 @@ def limited(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("limits")
     keys = tmp / "keys.json"
     tokens = {"fast": add(keys, "fast", "rpm=2"), "thrifty": add(keys, "thrifty", "tpm=10"),
-              "old": add(keys, "old", "expires=2020-01-01"), "ops": add(keys, "ops", "expires=2999-12-31")}
+              "old": add(keys, "old", "expires=2020-01-01"), "ops": add(keys, "ops", "expires=2999-12-31"),
+              "burst": add(keys, "burst", "rpm=1")}
     live = start_server(tiny_model, tmp, keys=str(keys))
     live.tokens, live.keys_file = tokens, keys
     yield live
@@ -89,8 +90,8 @@ def test_rpm_tpm_and_expiry(limited):
     assert call(limited, "thrifty", max_tokens=8).status_code == 200  # prompt + 8 tokens: past 10 per minute
     assert call(limited, "thrifty").status_code == 429
     assert call(limited, "old").status_code == 401                  # expired yesterday or long ago: refused
-    lines = limited.audit_log.read_text()
-    assert lines.count('"outcome": "rate_limited"') == 2
+    lines = [json.loads(x) for x in limited.audit_log.read_text().splitlines()]
+    assert sum(e["outcome"] == "rate_limited" and e["user"] in ("fast", "thrifty") for e in lines) == 2
 
 
 def test_keys_list_never_shows_a_key(limited, capsys):
@@ -101,7 +102,7 @@ def test_keys_list_never_shows_a_key(limited, capsys):
     assert main(["keys", "list", f"keys={limited.keys_file}"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(rows) == {"fast", "thrifty", "old", "ops"}
+    assert set(rows) == {"fast", "thrifty", "old", "ops", "burst"}
     assert "expired" in rows["old"] and "2999-12-31" in rows["ops"] and " 2 " in rows["fast"]
     assert "never" not in rows["ops"].split("2999-12-31")[1]          # ops has a last use
     assert not any(t in out or t.split("-")[1] in out for t in limited.tokens.values())
@@ -110,6 +111,8 @@ def test_keys_list_never_shows_a_key(limited, capsys):
 def test_metrics_behind_a_key(limited):
     assert httpx.get(limited.url + "/metrics").status_code == 401
     call(limited, "ops", prompt="Jane Doe, MRN 123456, has chest pain")
+    call(limited, "burst")
+    assert call(limited, "burst").status_code == 429        # its own 429: tests may run in any order
     r = httpx.get(limited.url + "/metrics", headers={"Authorization": f"Bearer {limited.tokens['ops']}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -117,7 +120,7 @@ def test_metrics_behind_a_key(limited):
     assert 'sm70_requests_total{route="/v1/completions",status="429"}' in text
     assert "sm70_request_seconds_bucket{le=\"+Inf\"}" in text and "sm70_completion_tokens_total" in text
     assert "sm70_queue_length" in text
-    assert not any(s in text for s in ("Jane", "MRN", "fast", "thrifty", "ops"))
+    assert not any(s in text for s in ("Jane", "MRN", "fast", "thrifty", "ops", "burst"))
     assert "/metrics" not in limited.audit_log.read_text()     # polled by monitors: no audit line
 
 
