@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from sm70 import offline
+
+# As in every `sm70` command: the hub libraries read their offline switches once, on first import,
+# so tests that load models in this process must not reach the hub either (bitsandbytes' kernel lookup).
+offline.apply()
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

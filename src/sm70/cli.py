@@ -3,6 +3,7 @@
 One table maps each command to its config class and the function that runs it. Modules are
 imported only when their command runs, so `sm70 --help` and config checks stay instant.
 Positional arguments fill the command's named fields in order (`sm70 model tiny OUT` sets `out`).
+Every command runs with the hub switched off unless SM70_ALLOW_HUB=1 (see `sm70.offline`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from sm70 import offline
 from sm70.errors import Sm70Error
 
 
@@ -94,6 +96,7 @@ def split_args(argv: list[str]) -> tuple[Command, tuple[str, ...], str | None, l
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    offline.apply()   # before any command module imports the hub libraries, which read it once
     if not argv or argv[0] in ("-h", "--help") or argv == ["help"]:
         print(usage())
         return 0

@@ -182,3 +182,38 @@ def test_missing_log_is_a_clear_error(tmp_path, capsys):
 def test_short_keys_are_refused():
     with pytest.raises(Exception, match="at least 32"):
         ChainKey.of(b"short", "test")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_log_others_can_read_is_refused_at_start(tiny_model, tmp_path, capsys, mode):
+    """Finding: a world-readable audit log was accepted at start although the README says it is refused."""
+    path = tmp_path / "audit.log"
+    write_log(path, 2)
+    path.chmod(mode)
+    assert main(["serve", f"model={tiny_model}", "auth=none", f"audit_log={path}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path} is readable or writable by group/other (mode {mode:04o})" in err and "Traceback" not in err
+
+
+def test_a_log_others_can_read_is_refused_on_reopen(tiny_model, tmp_path):
+    live = start_server(tiny_model, tmp_path)
+    body = {"prompt": "Hi", "max_tokens": 2}
+    post = lambda: httpx.post(live.url + "/v1/completions", json=body, timeout=60)   # noqa: E731
+    try:
+        assert post().status_code == 200
+        os.rename(live.audit_log, tmp_path / "audit.log.1")
+        live.audit_log.touch(mode=0o644)                  # logrotate's `create 0644`
+        live.audit_log.chmod(0o644)                       # whatever the umask
+        assert post().status_code == 503
+        ready = httpx.get(live.url + "/ready")
+        assert ready.status_code == 503 and "readable or writable by group/other" in str(ready.json())
+        live.audit_log.chmod(0o600)
+        assert post().status_code == 200
+        live.audit_log.chmod(0o640)                       # changed while held
+        assert post().status_code == 503
+        live.audit_log.chmod(0o600)
+        assert post().status_code == 200
+    finally:
+        live.stop()
+    lines = [json.loads(x) for x in live.audit_log.read_text().splitlines()]
+    assert [e["status"] for e in lines] == [200, 200] and lines[0]["continues"] is True

@@ -5,6 +5,9 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +17,8 @@ from sm70.serve import auth
 from sm70.serve.auth import KeyStore
 
 from .conftest import make_key, start_server
+
+SRC = str(Path(auth.__file__).resolve().parents[2])
 
 
 def test_add_prints_only_the_key_and_stores_only_a_hash(tmp_path, capsys):
@@ -144,3 +149,46 @@ def test_corrupt_keys_file_at_run_time_is_503_and_logged(tiny_model, keys, tmp_p
         live.stop()
     lines = [json.loads(x) for x in live.audit_log.read_text().splitlines()]
     assert [e["status"] for e in lines] == [200, 503, 503, 503, 200]
+
+
+def keys_cli(*args: str) -> subprocess.Popen:
+    """`sm70 keys ...` in its own process, as an operator's shell runs it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "sm70.cli", "keys", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(procs: list[subprocess.Popen]) -> list[str]:
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outs.append(out.strip())
+    return outs
+
+
+def test_parallel_adds_are_all_kept(tmp_path):
+    """Finding: five parallel `keys add` kept only three keys (read-modify-write without a lock)."""
+    path = tmp_path / "keys.json"
+    printed = finish([keys_cli("add", f"u{i}", f"keys={path}") for i in range(12)])
+    store = KeyStore(path)
+    assert [store.user(key) for key in printed] == [f"u{i}" for i in range(12)]
+    assert (tmp_path / "keys.json.lock").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_revocation_beside_adds_always_holds(tmp_path):
+    """Finding: a revocation run beside an add was lost in 2 of 6 tries while printing "revoked"."""
+    path = tmp_path / "keys.json"
+    victim = make_key(path, "victim")
+    for round_ in range(3):
+        procs = [keys_cli("add", f"r{round_}u{i}", f"keys={path}") for i in range(3)]
+        procs.insert(1, keys_cli("revoke", "victim", f"keys={path}"))
+        outs = finish(procs)
+        assert outs[1] == "revoked victim"
+        store = KeyStore(path)
+        assert store.user(victim) is None, round_
+        assert [store.user(k) for k in outs[:1] + outs[2:]] == [f"r{round_}u{i}" for i in range(3)]
+        # re-added for the next round, so each round revokes an active key
+        revoked = json.loads(path.read_text())["users"]["victim"]["revoked"]
+        assert revoked
+        victim = make_key(path, "victim")

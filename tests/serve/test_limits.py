@@ -2,45 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import socket
 import ssl
 import subprocess
+import time
 
 import httpx
 import pytest
 
 from sm70.cli import main
+from sm70.errors import Sm70Error
 from sm70.serve.limits import Limiter
 
-from .conftest import start_server
+from .conftest import free_port, start_server
 
 openai = pytest.importorskip("openai")
 
 
-class Clock:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
-
-
-@pytest.mark.parametrize("rpm, tpm, charges, advance, expect", [
-    (2, None, [0, 0], 0, 60),        # two requests used the minute: the next waits for the first to leave
-    (2, None, [0, 0], 59.5, 1),
-    (2, None, [0, 0], 60, None),
-    (None, 100, [60, 50], 0, 60),    # 110 tokens: the oldest 60 must leave before the window has room
-    (None, 100, [60, 30], 0, None),
-    (None, None, [10**6], 0, None),  # no limits set: never refused
+@pytest.mark.parametrize("rpm, tpm, charges, expect", [
+    (2, None, [0, 0], 60),           # two requests used the minute: the next waits for the first to leave
+    (None, 100, [60, 50], 60),       # 110 tokens fill the window: the next waits for the oldest to leave
+    (None, 100, [60, 30], None),
+    (None, None, [10**6], None),     # no limits set: never refused
 ])
-def test_limiter_window(rpm, tpm, charges, advance, expect):
-    clock = Clock()
-    lim = Limiter(clock)
+def test_limiter_window(rpm, tpm, charges, expect):
+    lim = Limiter()
     for n in charges:
         assert lim.admit("u", rpm, tpm) is None
-        lim.charge("u", n)
-    clock.t += advance
+        if tpm is not None:
+            lim.charge("u", tpm, n)
     assert lim.admit("u", rpm, tpm) == expect
     assert lim.admit("other", rpm, tpm) is None   # limits are per key
+
+
+def test_the_window_moves():
+    lim = Limiter(window_s=1)
+    assert [lim.admit("u", 2, None) for _ in range(3)] == [None, None, 1]
+    time.sleep(1.1)
+    assert lim.admit("u", 2, None) is None
+
+
+def test_an_unknown_or_unreachable_store_stops_the_start():
+    with pytest.raises(Sm70Error, match="limits_storage: 'nosuch://x'"):
+        Limiter("nosuch://x")
+    with pytest.raises(Sm70Error, match="cannot be reached"):
+        Limiter(f"redis://127.0.0.1:{free_port()}")
 
 
 def add(keys, name, *args):
@@ -58,7 +68,8 @@ def limited(tiny_model, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("limits")
     keys = tmp / "keys.json"
     tokens = {"fast": add(keys, "fast", "rpm=2"), "thrifty": add(keys, "thrifty", "tpm=10"),
-              "old": add(keys, "old", "expires=2020-01-01"), "ops": add(keys, "ops", "expires=2999-12-31")}
+              "old": add(keys, "old", "expires=2020-01-01"), "ops": add(keys, "ops", "expires=2999-12-31"),
+              "burst": add(keys, "burst", "rpm=1")}
     live = start_server(tiny_model, tmp, keys=str(keys))
     live.tokens, live.keys_file = tokens, keys
     yield live
@@ -79,8 +90,8 @@ def test_rpm_tpm_and_expiry(limited):
     assert call(limited, "thrifty", max_tokens=8).status_code == 200  # prompt + 8 tokens: past 10 per minute
     assert call(limited, "thrifty").status_code == 429
     assert call(limited, "old").status_code == 401                  # expired yesterday or long ago: refused
-    lines = limited.audit_log.read_text()
-    assert lines.count('"outcome": "rate_limited"') == 2
+    lines = [json.loads(x) for x in limited.audit_log.read_text().splitlines()]
+    assert sum(e["outcome"] == "rate_limited" and e["user"] in ("fast", "thrifty") for e in lines) == 2
 
 
 def test_keys_list_never_shows_a_key(limited, capsys):
@@ -91,7 +102,7 @@ def test_keys_list_never_shows_a_key(limited, capsys):
     assert main(["keys", "list", f"keys={limited.keys_file}"]) == 0
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert set(rows) == {"fast", "thrifty", "old", "ops"}
+    assert set(rows) == {"fast", "thrifty", "old", "ops", "burst"}
     assert "expired" in rows["old"] and "2999-12-31" in rows["ops"] and " 2 " in rows["fast"]
     assert "never" not in rows["ops"].split("2999-12-31")[1]          # ops has a last use
     assert not any(t in out or t.split("-")[1] in out for t in limited.tokens.values())
@@ -100,6 +111,8 @@ def test_keys_list_never_shows_a_key(limited, capsys):
 def test_metrics_behind_a_key(limited):
     assert httpx.get(limited.url + "/metrics").status_code == 401
     call(limited, "ops", prompt="Jane Doe, MRN 123456, has chest pain")
+    call(limited, "burst")
+    assert call(limited, "burst").status_code == 429        # its own 429: tests may run in any order
     r = httpx.get(limited.url + "/metrics", headers={"Authorization": f"Bearer {limited.tokens['ops']}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -107,7 +120,7 @@ def test_metrics_behind_a_key(limited):
     assert 'sm70_requests_total{route="/v1/completions",status="429"}' in text
     assert "sm70_request_seconds_bucket{le=\"+Inf\"}" in text and "sm70_completion_tokens_total" in text
     assert "sm70_queue_length" in text
-    assert not any(s in text for s in ("Jane", "MRN", "fast", "thrifty", "ops"))
+    assert not any(s in text for s in ("Jane", "MRN", "fast", "thrifty", "ops", "burst"))
     assert "/metrics" not in limited.audit_log.read_text()     # polled by monitors: no audit line
 
 
@@ -132,3 +145,90 @@ def test_tls_with_a_self_signed_certificate(tiny_model, tmp_path):
         c.close()   # else the server's shutdown waits out the idle TLS connection
     finally:
         live.stop()
+
+
+def test_one_key_cannot_fill_the_engine(tiny_model, tmp_path):
+    """Finding: rpm does not bound concurrency, so one key could fill the engine's queue and every
+    other user got 429 "server busy". Here greedy (in_flight=2 in the keys file) holds two long
+    streams in a batch of three; its third request is refused, and another key is still served."""
+    keys = tmp_path / "keys.json"
+    tokens = {"greedy": add(keys, "greedy", "in_flight=2"), "other": add(keys, "other")}
+    live = start_server(tiny_model, tmp_path, keys=str(keys), max_batch=3, max_queue=1, key_in_flight=1)
+    auth = {who: {"Authorization": f"Bearer {t}"} for who, t in tokens.items()}
+    url = live.url + "/v1/completions"
+    long = {"prompt": "The patient", "max_tokens": 1000, "ignore_eos": True, "stream": True}
+    short = {"prompt": "The patient", "max_tokens": 3}
+    try:
+        with httpx.Client(timeout=60) as client, contextlib.ExitStack() as held:
+            streams = []
+            for _ in range(2):
+                r = held.enter_context(client.stream("POST", url, json=long, headers=auth["greedy"]))
+                assert r.status_code == 200
+                streams.append(r.iter_lines())   # kept: a dropped iterator closes its response
+                next(streams[-1])                # admitted and generating
+            third = client.post(url, json=short, headers=auth["greedy"])
+            assert third.status_code == 429 and third.headers["retry-after"] == "1"
+            assert "2 requests in flight" in third.json()["error"]["message"]
+            assert client.post(url, json=short, headers=auth["other"]).status_code == 200
+            assert live.engine.snapshot()["running"] == 2    # greedy's streams were still going
+        deadline = time.monotonic() + 30                       # the server notices the closed streams
+        while (code := httpx.post(url, json=short, headers=auth["greedy"], timeout=60).status_code) == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert code == 200
+    finally:
+        live.stop()
+    outcomes = [json.loads(x)["outcome"] for x in live.audit_log.read_text().splitlines()]
+    assert "in_flight_limit" in outcomes
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    """A real Redis (Debian's redis-server) on a free loopback port, its files in a temporary folder."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is not installed: .ci/run installs it (apt-get install redis-server)")
+        pytest.skip("redis-server is not installed here (Debian: apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_two_gateways_share_a_keys_rpm_through_redis(tiny_model, tmp_path, redis_url):
+    redis_url, redis = redis_url
+    keys = tmp_path / "keys.json"
+    tokens = {"shared": add(keys, "shared", "rpm=3"), "other": add(keys, "other", "rpm=3")}
+    gateways = [start_server(tiny_model, tmp_path / name, keys=str(keys), limits_storage=redis_url)
+                for name in ("a", "b")]
+    a, b = gateways
+
+    def status(live, who):
+        return httpx.post(live.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}, timeout=60,
+                          headers={"Authorization": f"Bearer {tokens[who]}"}).status_code
+
+    try:
+        assert [status(a, "shared"), status(b, "shared"), status(a, "shared")] == [200, 200, 200]
+        assert [status(b, "shared"), status(a, "shared")] == [429, 429]   # 3 per minute across both
+        assert status(b, "other") == 200                                  # per key, not per gateway
+        redis.terminate()
+        redis.wait(timeout=10)
+        assert status(a, "other") == 503              # a limit that cannot be counted is not skipped
+        ready = httpx.get(a.url + "/ready", headers={"Authorization": f"Bearer {tokens['other']}"})
+        assert ready.status_code == 503 and "limits_storage" in str(ready.json())
+    finally:
+        for live in gateways:
+            live.stop()

@@ -14,13 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from sm70.errors import Sm70Error
+from sm70.offline import ensure_offline, hub_allowed  # noqa: F401  (fetch, data sources and engines ask here)
 
 Quant = Literal["none", "nf4"]
-
-
-def hub_allowed() -> bool:
-    """The hub is used only when the operator says so; on-site installs default to offline."""
-    return os.environ.get("SM70_ALLOW_HUB", "0") == "1"
 
 
 def hub_unreachable(timeout: float = 5.0) -> str | None:
@@ -39,14 +35,6 @@ def hub_unreachable(timeout: float = 5.0) -> str | None:
     except OSError as e:
         return f"{endpoint.hostname}:{port} cannot be reached ({e})"
     return None
-
-
-def ensure_offline() -> None:
-    """Make transformers/datasets/huggingface_hub fail fast instead of trying the network."""
-    if not hub_allowed():
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 
 def resolve_model_path(name: str | Path) -> str:

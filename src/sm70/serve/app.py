@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sm70.serve.audit import AuditUnavailable
 from sm70.serve.gate import Gate
 from sm70.serve.hosts import HostPolicy
-from sm70.serve.limits import Limiter
-from sm70.serve.metrics import Metrics
+from sm70.serve.limits import InFlight, Limiter
+from sm70.serve.metrics import CONTENT_TYPE, Metrics
 from sm70.serve.protocol import API_ERRORS, READ_ERRORS, ChatRequest, CompletionRequest, error_body
 from sm70.serve.serving import HTTPError, Service
 
@@ -29,15 +29,16 @@ ANSWERS = {200: {"content": {"application/json": {}, "text/event-stream": {}}}, 
 
 
 def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostPolicy | None = None,
-              scrub=None, open_access: bool = False) -> Gate:
+              scrub=None, open_access: bool = False, limiter: Limiter | None = None, key_in_flight: int = 8) -> Gate:
     # upstream mode's service owns an HTTP client and a health loop, started and stopped with the app
     app = FastAPI(title="sm70", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=getattr(service, "lifespan", None))
     app.router.redirect_slashes = False
+    limiter = limiter or Limiter()
 
     def problems() -> list[str]:
         """Why the server cannot answer now (each also logged once when it began)."""
-        return [p for p in (audit.error if audit is not None else None, keys.problem,
+        return [p for p in (audit.error if audit is not None else None, keys.problem, limiter.problem,
                             getattr(service, "problem", None)) if p]
 
     @app.get("/health")
@@ -54,11 +55,11 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
         return {"ready": True, "models": service.engine.model_ids, "max_context": service.engine.max_context,
                 "stats": service.engine.snapshot()}
 
-    metrics = Metrics()
+    metrics = Metrics(lambda: service.engine.snapshot())
 
     @app.get("/metrics", responses=READ_ERRORS, response_class=PlainTextResponse)
     async def prometheus():
-        return PlainTextResponse(metrics.render(service.engine.snapshot()), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models", responses=READ_ERRORS)
     async def models():
@@ -116,7 +117,8 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
         return JSONResponse(error_body("internal error; the server log has the details", "server_error"), 500)
 
     return Gate(app, keys=keys, hosts=hosts or HostPolicy.for_bind("127.0.0.1"), audit=audit, scrub=scrub,
-                fingerprints=fingerprints, open_access=open_access, limiter=Limiter(), metrics=metrics)
+                fingerprints=fingerprints, open_access=open_access, limiter=limiter,
+                in_flight=InFlight(key_in_flight), metrics=metrics)
 
 
 def describe_invalid(e: RequestValidationError) -> tuple[str, str | None]:

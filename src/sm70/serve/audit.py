@@ -10,12 +10,17 @@ Rotation: before each write the log checks that its path still names the file it
 logrotate (or an operator) moved, deleted or truncated it, or on SIGHUP, it reopens the path and
 carries the chain on: the new file's first line says `"continues": true` and its `prev` is the old
 file's last mac.
+
+The log may hold scrubbed prompts and answers, so a file that group or other may read or write is
+refused: at start, on every reopen (logrotate's `create` must say 0600) and when its mode changes
+while it is held, the write fails (503) until `chmod 600` fixes it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +81,11 @@ class AuditLog:
         except OSError as e:
             raise Sm70Error(f"audit_log: cannot open {self.path} for appending: {e.strerror}") from None
         try:
+            _check_private(self.path, os.fstat(fd))
+        except Sm70Error:
+            os.close(fd)
+            raise
+        try:
             last = _last_line(fd)
         except OSError as e:
             os.close(fd)
@@ -109,6 +119,7 @@ class AuditLog:
         except FileNotFoundError:
             on_path = None
         held = os.fstat(self._fd)
+        _check_private(self.path, held)
         moved = on_path is None or (on_path.st_dev, on_path.st_ino) != (held.st_dev, held.st_ino)
         truncated = held.st_size == 0 and self._prev != GENESIS and not self._continues
         if moved or truncated or self.reopen_requested:
@@ -161,6 +172,12 @@ class AuditLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _check_private(path: Path, st: os.stat_result) -> None:
+    if st.st_mode & 0o077:
+        raise Sm70Error(f"audit_log: {path} is readable or writable by group/other (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}` (with logrotate: `create 0600`)")
 
 
 def _last_line(fd: int) -> bytes | None:

@@ -12,12 +12,18 @@ restart; if the new version cannot be read, requests fail with 503 (`KeysUnavail
 than falling back to keys that may have been revoked since. A key is refused after the day its
 `expires` names (UTC). The server notes each user's last use in `FILE.used` (written at most every
 `USED_EVERY_S`), so the keys file itself is only ever written by `sm70 keys`.
+
+Every read-modify-write of either file holds an exclusive `flock` on `FILE.lock`: two `keys add`
+run at once both keep their key, and a `keys revoke` that printed "revoked" cannot be undone by
+an add that read the file before it. Readers need no lock: each write replaces the file whole.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -55,6 +61,8 @@ class KeysConfig(Config):
     keys: Path = Path("keys.json")
     rpm: int | None = Field(None, ge=1, description="requests per minute this key may make (add only)")
     tpm: int | None = Field(None, ge=1, description="prompt + completion tokens per minute (add only)")
+    in_flight: int | None = Field(None, ge=1, description="requests this key may have in flight at once (add "
+                                  "only; default: the server's key_in_flight)")
     expires: date | None = Field(None, description="last day (UTC) the key works (add only)")
 
 
@@ -64,6 +72,18 @@ class KeysListConfig(Config):
 
 def used_path(keys: Path) -> Path:
     return keys.with_name(keys.name + ".used")
+
+
+@contextlib.contextmanager
+def locked(keys: Path):
+    """Hold the keys file's lock (`FILE.lock`, 0600) for one read-modify-write of it or its `.used`."""
+    keys.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(keys.with_name(keys.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)   # closing the descriptor releases the lock
 
 
 def expired(rec: dict, today: date | None = None) -> bool:
@@ -112,7 +132,7 @@ def read_keys(path: Path) -> dict[str, dict]:
             bytes.fromhex(rec["salt"])
         except ValueError:
             raise Sm70Error(f"{path}: users.{name}.salt: not hex (not an sm70 keys file)") from None
-        for field in ("rpm", "tpm"):
+        for field in ("rpm", "tpm", "in_flight"):
             if rec.get(field) is not None and (type(rec[field]) is not int or rec[field] < 1):
                 raise Sm70Error(f"{path}: users.{name}.{field}: not a positive whole number")
         if rec.get("expires") is not None:
@@ -130,16 +150,18 @@ def _write_keys(path: Path, users: dict[str, dict]) -> None:
 def add_key(cfg: KeysConfig) -> int:
     if not NAME.match(cfg.name):
         raise Sm70Error(f"name: {cfg.name!r} must be 1-64 letters, digits, '_', '.', '@' or '-'")
-    users = read_keys(cfg.keys)
-    if cfg.name in users and not users[cfg.name].get("revoked"):
-        raise Sm70Error(f"{cfg.keys}: name: {cfg.name!r} already has a key (revoke it first)")
     key_id = secrets.token_hex(6)
     key = f"sm70-{key_id}-{secrets.token_urlsafe(32)}"
     salt = secrets.token_bytes(16)
-    users[cfg.name] = {"id": key_id, "salt": salt.hex(), "hash": hash_key(key, salt),
-                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "revoked": None,
-                       "rpm": cfg.rpm, "tpm": cfg.tpm, "expires": cfg.expires.isoformat() if cfg.expires else None}
-    _write_keys(cfg.keys, users)
+    record = {"id": key_id, "salt": salt.hex(), "hash": hash_key(key, salt), "revoked": None,
+              "rpm": cfg.rpm, "tpm": cfg.tpm, "in_flight": cfg.in_flight,
+              "expires": cfg.expires.isoformat() if cfg.expires else None}
+    with locked(cfg.keys):   # scrypt ran above: the lock is held for the read and the write only
+        users = read_keys(cfg.keys)
+        if cfg.name in users and not users[cfg.name].get("revoked"):
+            raise Sm70Error(f"{cfg.keys}: name: {cfg.name!r} already has a key (revoke it first)")
+        users[cfg.name] = {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        _write_keys(cfg.keys, users)
     print(key)  # shown once: only its salted hash is kept
     return 0
 
@@ -150,11 +172,11 @@ def list_keys(cfg: KeysListConfig) -> int:
         used = json.loads(used_path(cfg.keys).read_text())
     except (FileNotFoundError, ValueError):
         used = {}
-    rows = [("name", "created", "expires", "rpm", "tpm", "last use", "state")]
+    rows = [("name", "created", "expires", "rpm", "tpm", "in flight", "last use", "state")]
     for name, rec in users.items():
         state = "revoked " + rec["revoked"] if rec.get("revoked") else "expired" if expired(rec) else "active"
         rows.append((name, rec.get("created") or "-", rec.get("expires") or "never", str(rec.get("rpm") or "-"),
-                     str(rec.get("tpm") or "-"), used.get(name, "never") if isinstance(used, dict) else "?", state))
+                     str(rec.get("tpm") or "-"), str(rec.get("in_flight") or "-"), used.get(name, "never") if isinstance(used, dict) else "?", state))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -162,11 +184,12 @@ def list_keys(cfg: KeysListConfig) -> int:
 
 
 def revoke_key(cfg: KeysConfig) -> int:
-    users = read_keys(cfg.keys)
-    if cfg.name not in users:
-        raise Sm70Error(f"{cfg.keys}: name: no user {cfg.name!r}")
-    users[cfg.name]["revoked"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    _write_keys(cfg.keys, users)
+    with locked(cfg.keys):
+        users = read_keys(cfg.keys)
+        if cfg.name not in users:
+            raise Sm70Error(f"{cfg.keys}: name: no user {cfg.name!r}")
+        users[cfg.name]["revoked"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        _write_keys(cfg.keys, users)
     print(f"revoked {cfg.name}")
     return 0
 
@@ -194,6 +217,10 @@ class KeyStore:
     def limits(self, name: str) -> tuple[int | None, int | None]:
         rec = self._records.get(name, {})
         return rec.get("rpm"), rec.get("tpm")
+
+    def in_flight(self, name: str) -> int | None:
+        """The key's own in-flight limit; None: the server's default."""
+        return self._records.get(name, {}).get("in_flight")
 
     def _reload(self) -> None:
         if self.path is None:
@@ -256,12 +283,13 @@ class KeyStore:
             if now - self._used_written < USED_EVERY_S:
                 return
             self._used_written, used = now, dict(self._used)
+        path = used_path(self.path)
         try:
-            path = used_path(self.path)
-            try:
-                old = json.loads(path.read_text())
-            except (FileNotFoundError, ValueError):
-                old = {}
-            write_json(path, {**(old if isinstance(old, dict) else {}), **used}, mode=0o600)
+            with locked(self.path):
+                try:
+                    old = json.loads(path.read_text())
+                except (FileNotFoundError, ValueError):
+                    old = {}
+                write_json(path, {**(old if isinstance(old, dict) else {}), **used}, mode=0o600)
         except OSError as e:   # last use is a convenience: never a reason to refuse a request
             log.warning("keys: cannot note last use in %s: %s", used_path(self.path), e.strerror)

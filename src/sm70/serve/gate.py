@@ -1,8 +1,8 @@
 """The gate: what every request passes before the router, and every response on its way out.
 
 In order: the `Host` header (DNS rebinding), the API key (before a byte of the body is read, so an
-unauthenticated client cannot make the server buffer anything), the key's rate limits, then the
-body, read up to `max_body` bytes whether it is chunked or not. A refused body is never buffered: uvicorn discards
+unauthenticated client cannot make the server buffer anything), the key's requests in flight and
+its rate limits (limits.py), then the body, read up to `max_body` bytes whether it is chunked or not. A refused body is never buffered: uvicorn discards
 what still arrives, and the connection guard (connections.py) closes the connection when no new
 request follows within the header deadline. (Closing at once would make the kernel reset the
 connection and the client could lose the answer it was sent.)
@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 
 from sm70.serve.audit import AuditRecord, AuditUnavailable
 from sm70.serve.auth import KeysUnavailable
+from sm70.serve.limits import InFlight, LimitsUnavailable
 from sm70.serve.protocol import error_body
 
 log = logging.getLogger("sm70.serve")
@@ -48,10 +49,10 @@ def is_public(path: str) -> bool:
 
 class Gate:
     def __init__(self, app, *, keys, hosts, audit, scrub, fingerprints: dict, open_access: bool,
-                 max_body: int = MAX_BODY, limiter=None, metrics=None):
+                 max_body: int = MAX_BODY, limiter=None, in_flight: InFlight | None = None, metrics=None):
         self.app, self.keys, self.hosts, self.audit, self.scrub = app, keys, hosts, audit, scrub
         self.fingerprints, self.open_access, self.max_body = fingerprints, open_access, max_body
-        self.limiter, self.metrics = limiter, metrics
+        self.limiter, self.in_flight, self.metrics = limiter, in_flight, metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -84,11 +85,14 @@ class Gate:
                 ex.record.cancel()
             await ex.finish()
             record = ex.record
-            if ex.metered:
-                self.limiter.charge(record.user, record.prompt_tokens + record.completion_tokens)
+            if ex.holding:
+                self.in_flight.leave(record.user)
             if self.metrics is not None:
                 self.metrics.observe(ex.path, ex.status, time.monotonic() - ex.start, record.prompt_tokens,
                                      record.completion_tokens)
+            if ex.metered is not None:   # last: a shared store is a network call
+                await asyncio.to_thread(self.limiter.charge, record.user, ex.metered,
+                                        record.prompt_tokens + record.completion_tokens)
 
     async def _admit(self, ex: "Exchange", scope, receive) -> bytes | None:
         """The request body if the request may go on to the router; None once it was answered."""
@@ -123,15 +127,8 @@ class Gate:
                                       "with `sm70 keys add NAME`)", "authentication_error",
                                  headers=[(b"www-authenticate", b"Bearer")])
                 return None
-            if self.limiter is not None and ex.path.startswith("/v1/"):
-                rpm, tpm = self.keys.limits(ex.record.user)
-                wait = self.limiter.admit(ex.record.user, rpm, tpm)
-                if wait is not None:
-                    await ex.respond(429, f"this key's rate limit is reached ({rpm or '-'} requests, {tpm or '-'} "
-                                          f"tokens per minute); retry after {wait} s", "rate_limit_error",
-                                     outcome="rate_limited", headers=[(b"retry-after", str(wait).encode())])
-                    return None
-                ex.metered = tpm is not None
+            if ex.path.startswith("/v1/") and not await self._within_limits(ex):
+                return None
         length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_body:
             await ex.respond(413, f"request body over {self.max_body} bytes")
@@ -152,6 +149,35 @@ class Gate:
                 return b"".join(chunks)
 
 
+    async def _within_limits(self, ex: "Exchange") -> bool:
+        """Count the request against its key's in-flight and rate limits; False once it was refused."""
+        user = ex.record.user
+        if self.in_flight is not None:
+            limit = self.keys.in_flight(user) or self.in_flight.default
+            if not self.in_flight.enter(user, limit):
+                await ex.respond(429, f"this key already has {limit} requests in flight, its limit; retry when one "
+                                      f"has finished", "rate_limit_error", outcome="in_flight_limit",
+                                 headers=[(b"retry-after", b"1")])
+                return False
+            ex.holding = True
+        if self.limiter is None:
+            return True
+        rpm, tpm = self.keys.limits(user)
+        try:
+            wait = await asyncio.to_thread(self.limiter.admit, user, rpm, tpm)
+        except LimitsUnavailable:
+            await ex.respond(503, "the server's rate-limit store cannot be reached; the operator has been told",
+                             "server_error", headers=[(b"retry-after", b"5")])
+            return False
+        if wait is not None:
+            await ex.respond(429, f"this key's rate limit is reached ({rpm or '-'} requests, {tpm or '-'} "
+                                  f"tokens per minute); retry after {wait} s", "rate_limit_error",
+                             outcome="rate_limited", headers=[(b"retry-after", str(wait).encode())])
+            return False
+        ex.metered = tpm
+        return True
+
+
 class Exchange:
     """One request and its response as the gate sees them: the audit record and the held reply."""
 
@@ -165,7 +191,8 @@ class Exchange:
         # /ready and /metrics need a key but write no line: monitors poll them, and they must still
         # answer while the audit log is failing, to say so
         self.audited = gate.audit is not None and not is_public(self.path) and self.path not in ("/ready", "/metrics")
-        self.metered = False            # its tokens count against the key's tpm
+        self.metered: int | None = None  # the key's tpm, which this request's tokens count against
+        self.holding = False            # counted in its key's requests in flight
         self.status: int | None = None  # None: no response was sent (the client left first)
         self.started = False            # the response's first byte was handed to the server
         self.streaming = False

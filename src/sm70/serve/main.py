@@ -61,6 +61,10 @@ class ServeConfig(Config):
     max_context: int | None = Field(None, ge=16)
     default_max_tokens: int = Field(512, ge=1)
     max_connections: int = Field(256, ge=1)
+    key_in_flight: int = Field(8, ge=1, description="requests one key may have running or queued at once, unless "
+                               "its keys-file in_flight says otherwise")
+    limits_storage: str = Field("memory://", description="where the per-key rpm/tpm windows are kept: memory:// "
+                                "(this process) or redis://HOST:PORT shared by several gateways")
     header_timeout_s: float = Field(10.0, gt=0)
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
@@ -154,6 +158,7 @@ def build(cfg: ServeConfig):
     from sm70.serve.auth import KeyStore
     from sm70.serve.engines import EngineSpec, open_engine
     from sm70.serve.hosts import HostPolicy
+    from sm70.serve.limits import Limiter
     from sm70.serve.phi import Scrubber
     from sm70.serve.serving import Service
 
@@ -163,13 +168,14 @@ def build(cfg: ServeConfig):
     check_access(cfg, keys)
     scrub = Scrubber(cfg.phi_patterns) if cfg.audit_content else None
     audit = open_audit(cfg)
+    limits = {"limiter": Limiter(cfg.limits_storage), "key_in_flight": cfg.key_in_flight}
     if cfg.auth == "none":
         log.warning("auth=none: NO API KEYS. Every local user and process that can reach %s:%s can use the "
                     "model; requests are audited as user 'local'", cfg.host, cfg.port)
     if cfg.upstream:
         service, engine, prints = open_upstreams(cfg)
         app = build_app(service, keys, audit, prints, hosts=HostPolicy.for_bind(cfg.host, cfg.allowed_hosts),
-                        scrub=scrub, open_access=cfg.auth == "none")
+                        scrub=scrub, open_access=cfg.auth == "none", **limits)
         return app, engine
     spec = EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, dtype=cfg.dtype,
                       served_name=cfg.served_name, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
@@ -181,7 +187,7 @@ def build(cfg: ServeConfig):
                       default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
     prints = {"model_fp": fingerprint(cfg.model), "adapter_fp": fingerprint(cfg.adapter)}
     app = build_app(service, keys, audit, prints, hosts=HostPolicy.for_bind(cfg.host, cfg.allowed_hosts),
-                    scrub=scrub, open_access=cfg.auth == "none")
+                    scrub=scrub, open_access=cfg.auth == "none", **limits)
     return app, engine
 
 
