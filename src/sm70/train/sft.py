@@ -230,6 +230,12 @@ def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
     model = load_model(cfg.model, quant=cfg.quant, dtype=cfg.compute_dtype, device_map=device_map,
                        storage_dtype=compute if fsdp else None)
     model.config.use_cache = False
+    for module in model.modules():
+        # bitsandbytes repacks a 4-bit weight for its AVX512-BF16 CPU kernel at the first forward in eval
+        # mode (a validation pass) and keeps it so; that kernel has no backward, so every later training
+        # step would drop the gradient through the frozen base. Training keeps the ordinary layout.
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
     attention_impl.register()
     model.set_attn_implementation(cfg.attn_implementation)
     if cfg.quant == "nf4" and not fsdp:
