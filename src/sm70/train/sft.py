@@ -66,8 +66,11 @@ class TrainConfig(Config):
     plan: bool = Field(False, description="print the memory and time plan and stop before loading anything "
                                           "(also --plan)")
     device_memory_gb: float | None = Field(None, description="for the plan: GiB per device (detected when unset)")
-    processes: int = Field(1, ge=1, description="for the plan: processes the run is launched with")
-    sharding: Literal["none", "fsdp"] = Field("none", description="for the plan and the 4-bit storage dtype")
+    processes: int = Field(1, ge=1, description="training processes: > 1 starts that many on this machine "
+                                                "(one per GPU; gloo between CPU processes)")
+    sharding: Literal["none", "fsdp"] = Field("none", description="with processes > 1: none = data parallel (each "
+                                                                  "process holds the whole base), fsdp = FSDP2 "
+                                                                  "(weights, gradients and optimizer state sharded)")
     assumed_tflops: float | None = Field(None, description="for the plan's time estimate (sustained, per process)")
 
 
@@ -77,6 +80,12 @@ def train(cfg: TrainConfig) -> Path:
 
         print(plan_memory(cfg).table())
         return Path(cfg.out)
+    from sm70.train import distributed
+
+    if cfg.processes > 1 and not distributed.launched():
+        return distributed.launch(cfg)
+    if os.environ.get(distributed.LAUNCHED_BY_SM70):
+        distributed.die_with_parent()
     import torch
     from accelerate import PartialState
 
@@ -109,9 +118,11 @@ def train(cfg: TrainConfig) -> Path:
     done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
     # No second pass when the last step just evaluated; none at all without validation rows.
     final = done[-1] if done else (trainer.evaluate() if trainer.eval_dataset is not None else {})
+    adapter_state = distributed.adapter_state_dict(trainer)  # every rank: a collective under FSDP
+    peaks = distributed.peak_memory_per_process(progress.peak_memory_gb())
     if trainer.is_world_process_zero():
         with atomic_dir(out / "adapter") as tmp:
-            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            trainer.model.save_pretrained(tmp, safe_serialization=True, state_dict=adapter_state)
             tokenizer.save_pretrained(tmp)  # tokenizer + chat template: the adapter directory stands alone
         metrics = progress.read_metrics(out / "metrics.jsonl")
         progress.plot_loss(metrics, out / "loss.png")
@@ -124,8 +135,10 @@ def train(cfg: TrainConfig) -> Path:
             "data": {f"{s}.jsonl": manifest.sha256(Path(cfg.data) / f"{s}.jsonl") for s in ("train", "val")},
             "versions": manifest.versions(), "git_commit": manifest.git_commit(),
             "processes": world, "steps": trainer.state.global_step,
+            "distributed": {"strategy": distributed.strategy(cfg, world), "world_size": world,
+                            "peak_memory_gb_per_process": peaks},
             "final": {"train_loss": train_losses[-1] if train_losses else None, "val_loss": final.get("eval_loss"),
-                      "peak_memory_gb": round(progress.peak_memory_gb(), 3)},
+                      "peak_memory_gb": max(peaks)},
             "outputs": {"adapter": "adapter", "checkpoints": "checkpoints", "metrics": "metrics.jsonl",
                         "loss_curve": "loss.png"},
         })
@@ -143,11 +156,15 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
     from transformers import PrinterCallback, TrainingArguments
 
     from sm70.model.load import dtype_from_name, load_tokenizer
-    from sm70.train import checkpoints, examples, packing
+    from sm70.train import checkpoints, distributed, examples, packing
 
     cuda = torch.cuda.is_available()
     compute = dtype_from_name(cfg.compute_dtype)
-    fsdp = cfg.sharding == "fsdp" or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    launcher_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"  # accelerate's config file
+    fsdp = cfg.sharding == "fsdp" or launcher_fsdp
+    # sm70's own FSDP: several processes and sharding=fsdp (an accelerate FSDP config brings its own plugin).
+    shard = cfg.sharding == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not launcher_fsdp
+    optim = distributed.optimizer(cfg, cuda, fsdp)
     tokenizer = load_tokenizer(cfg.model)
     rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl", allow_empty=split == "val")
             for split in ("train", "val")}
@@ -181,9 +198,9 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.lr, lr_scheduler_type="cosine" if cfg.schedule == "cosine" else "constant_with_warmup",
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        optim=cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if cuda else "adamw_torch"),
-        bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        optim=optim, bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
+        fsdp=shard, fsdp_config=distributed.fsdp_config(model, cfg.gradient_checkpointing) if shard else None,
+        gradient_checkpointing=cfg.gradient_checkpointing and not shard,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         eval_strategy="steps" if validate else "no", eval_steps=cfg.eval_steps,
         eval_on_start=eval_on_start and validate,
@@ -197,6 +214,7 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("val"),
         data_collator=collate["train"], processing_class=tokenizer,
     )
+    distributed.promote_to_fsdp(trainer)
     trainer.keep_checkpoints = cfg.keep_checkpoints
     trainer.loss_chunk = cfg.loss_chunk
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace it
