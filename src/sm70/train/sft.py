@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sm70.atomic import atomic_dir, write_json, write_text
 from sm70.config import Config
@@ -55,7 +55,8 @@ class TrainConfig(Config):
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     attn_implementation: str = Field("sdpa_varlen", description="sdpa_varlen (sdpa per packed example, no mask), "
                                                                 "sdpa or eager (a block-diagonal mask per row), "
-                                                                "flash_attention_2 (varlen on CUDA)")
+                                                                "flash_attention_2 (varlen on CUDA; with packing only at "
+                                                                "micro_batch=1)")
     eval_steps: int = Field(50, ge=1, description="steps between validation-loss passes")
     max_eval_rows: int | None = Field(None, ge=1, description="validate on the first N validation rows only "
                                                               "(all when unset)")
@@ -72,6 +73,17 @@ class TrainConfig(Config):
                                                                   "process holds the whole base), fsdp = FSDP2 "
                                                                   "(weights, gradients and optimizer state sharded)")
     assumed_tflops: float | None = Field(None, description="for the plan's time estimate (sustained, per process)")
+
+    @model_validator(mode="after")
+    def _flash_packing(self):
+        # transformers' flash-attention splits a row at restarting position ids only when the batch holds
+        # one row (modeling_flash_attention_utils._is_packed_sequence); with more, packed examples would
+        # attend to each other.
+        if self.attn_implementation.startswith("flash") and self.packing and self.micro_batch > 1:
+            raise ValueError(f"attn_implementation={self.attn_implementation} with packing keeps examples apart "
+                             f"only at micro_batch=1 (got {self.micro_batch}): use micro_batch=1 with grad_accum, "
+                             "or attn_implementation=sdpa_varlen")
+        return self
 
 
 def train(cfg: TrainConfig) -> Path:
