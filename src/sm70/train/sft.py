@@ -27,8 +27,8 @@ class TrainConfig(Config):
     seed: int = Field(0, description="seed for LoRA initialization, data order and dropout")
     quant: Literal["nf4", "none"] = Field("nf4", description="nf4: frozen base in 4-bit NF4 + double quant "
                                                              "(QLoRA); none: LoRA on the unquantized base")
-    compute_dtype: str = Field("auto", description="auto (bf16 on a GPU that has it, fp32 on the CPU), "
-                                                   "float32, bfloat16, float16")
+    compute_dtype: str = Field("auto", description="auto (bf16 on a GPU with native bf16, fp16 on older GPUs, "
+                                                   "fp32 on the CPU), float32, bfloat16, float16")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: float = Field(32, description="LoRA scaling numerator (the update is scaled by alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
