@@ -207,14 +207,12 @@ def print_plan(cfg: PipelineConfig, stages: dict[str, Stage], state: State) -> i
     return 0
 
 
-# Medical Meadow rows average roughly 600 characters once rendered with the Alpaca template (median
-# ~350 characters of content plus ~230 of template); used only to size the time estimate before the
-# data stage has run.
-CHARS_PER_ROW = 600
 
 
 def expected_chars(data_stage: Stage) -> float | None:
     """Characters the training set will hold: counted by the train plan when it exists, else guessed."""
+    from sm70.train.plan import CHARS_PER_ROW
+
     if (data_stage.out / "train.jsonl").is_file():
         return None
     rows = getattr(data_stage.config(), "target_rows", None)

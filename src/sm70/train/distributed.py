@@ -114,6 +114,23 @@ def promote_to_fsdp(trainer) -> None:
     trainer.is_fsdp_enabled = True
 
 
+def check_quantized_load(cfg, device_gb: float) -> None:
+    """FSDP + 4-bit: refuse before loading when the whole 4-bit base cannot fit one device, since
+    transformers 5.25 puts it whole on every process's GPU before FSDP shards it (the out-of-memory
+    would otherwise come minutes into the load, from deep inside bitsandbytes)."""
+    from sm70.train.plan import plan_memory
+
+    plan = plan_memory(cfg, device_memory_gb=device_gb)
+    if plan.load_gb is not None and plan.load_gb > device_gb:
+        raise Sm70Error(
+            f"sharding=fsdp with quant=nf4: every process first loads the whole 4-bit base ({plan.load_gb:.1f} GiB) "
+            f"onto its GPU ({device_gb:.1f} GiB), because transformers 5.25 has no rank-0-only loading for "
+            "quantized models; FSDP shards it only afterwards. Use GPUs with more memory than the 4-bit base (one "
+            "48 GB card runs the 70B recipe), or quant=none with enough GPUs to shard the unquantized model. "
+            "Published: PEFT's FSDP+QLoRA guide measured 35.6 GB per GPU for Llama-2-70B on 2 GPUs without CPU "
+            "offload (19.6 GB with it, which sm70 does not wire in)")
+
+
 def adapter_state_dict(trainer) -> dict | None:
     """The trained (LoRA) parameters, whole. Under FSDP gathering them is a collective: every rank
     calls this, as PEFT's FSDP guide says; only the trainable parameters are gathered, so the 4-bit

@@ -58,8 +58,8 @@ class TrainConfig(Config):
                                                                 "flash_attention_2 (varlen on CUDA; with packing only at "
                                                                 "micro_batch=1)")
     eval_steps: int = Field(50, ge=1, description="steps between validation-loss passes")
-    max_eval_rows: int | None = Field(None, ge=1, description="validate on the first N validation rows only "
-                                                              "(all when unset)")
+    max_eval_rows: int | None = Field(1000, ge=1, description="validate on at most N validation rows, spread "
+                                                              "evenly through val.jsonl (null: all of them)")
     logging_steps: int = Field(10, ge=1, description="steps between lines in metrics.jsonl")
     save_steps: int = Field(100, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="complete checkpoints kept for resume")
@@ -181,7 +181,7 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
     rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl", allow_empty=split == "val")
             for split in ("train", "val")}
     if cfg.max_eval_rows is not None:
-        rows["val"] = rows["val"][:cfg.max_eval_rows]
+        rows["val"] = examples.spread(rows["val"], cfg.max_eval_rows)
     validate = bool(rows["val"])
     if not validate:
         del rows["val"]
@@ -254,6 +254,13 @@ def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
     from sm70.model.load import load_model
 
     device_map = False if fsdp else None  # FSDP places the shards itself
+    if fsdp and cuda and cfg.quant == "nf4":
+        import torch
+
+        from sm70.train.distributed import check_quantized_load
+        from sm70.train.plan import GiB
+
+        check_quantized_load(cfg, torch.cuda.get_device_properties(0).total_memory / GiB)
     if cuda and not fsdp:
         device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     # FSDP flattens quantized and unquantized parameters together: 4-bit storage in the compute dtype.
