@@ -130,3 +130,18 @@ def test_fsdp_kill_9_then_resume_matches_an_uninterrupted_run(tiny_model, medica
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst <= 1e-5, worst
     assert any(not torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "lora_B" in k)  # it trained
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_on_smollm2(smollm2, medical_data, tmp_path):
+    """The real model (30 layers, tied embeddings, 49K vocabulary) in 4-bit under FSDP2: two steps
+    lower the validation loss and the adapter covers every layer. About two minutes on 2 CPU cores."""
+    out = tmp_path / "smollm2"
+    run(command(smollm2, medical_data, out, "max_steps=2", "save_steps=2", "eval_steps=2", "max_eval_rows=4",
+                "lr=2e-4", "warmup_ratio=0"), timeout=900)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["distributed"]["world_size"] == 2
+    evals = [json.loads(line)["val_loss"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line).get("val_loss") is not None]
+    assert len(evals) == 2 and evals[-1] < evals[0]
+    assert len(adapter_tensors(out)) == 30 * 7 * 2
