@@ -86,7 +86,7 @@ def build_stages(cfg: PipelineConfig) -> dict[str, Stage]:
                            [*_sets(cfg.data), *tokenizer, f"out={out / 'data'}"])
     stages["train"] = Stage("train", ("train",), out / "train", _recipe(cfg.train),
                             [*_sets(cfg.train), f"model={model}", f"data={out / 'data'}", f"out={out / 'train'}"],
-                            after=("data", *model_after), resumable=True)
+                            after=("data", *model_after), resumable=True, own_process=True)
     for setting, ref in cfg.eval_settings().items():
         stages.update(eval_stages(cfg, setting, ref, model, model_after))
     return stages
@@ -110,10 +110,12 @@ def eval_stages(cfg: PipelineConfig, setting: str, ref: StageRef, model: str,
     stages = {}
     if cfg.eval_base:
         stages[stage_name("eval_base", setting)] = Stage(
-            stage_name("eval_base", setting), ("eval",), base, recipe, [*common, f"out={base}"], after=model_after)
+            stage_name("eval_base", setting), ("eval",), base, recipe, [*common, f"out={base}"], after=model_after,
+            own_process=True)
     stages[stage_name("eval_tuned", setting)] = Stage(
         stage_name("eval_tuned", setting), ("eval",), tuned, recipe,
-        [*common, f"adapter={out / 'train' / 'adapter'}", f"out={tuned}"], after=("train", *model_after))
+        [*common, f"adapter={out / 'train' / 'adapter'}", f"out={tuned}"], after=("train", *model_after),
+        own_process=True)
     if cfg.eval_base:
         compare = stage_dir(out, "compare", setting)
         stages[stage_name("compare", setting)] = Stage(
