@@ -14,6 +14,7 @@ MODEL_DIR defaults to .cache/models/smollm2-135m-instruct (`sm70 model fetch smo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -46,6 +47,13 @@ class Checks:
         return status
 
 
+@contextlib.contextmanager
+def quiet():
+    """The in-process steps' own progress output would bury the one line per check."""
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        yield
+
+
 def sm70(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "sm70.cli", *args], cwd=ROOT, env=env or child_env(), **kwargs)
 
@@ -60,7 +68,8 @@ def build_data(model: Path, work: Path) -> Path:
     from sm70.data.config import DataConfig
 
     out = work / "data"
-    build(load_config(DataConfig, ROOT / "recipes/data/demo.yaml", [f"out={out}", f"tokenizer={model}"]))
+    with quiet():
+        build(load_config(DataConfig, ROOT / "recipes/data/demo.yaml", [f"out={out}", f"tokenizer={model}"]))
     return out
 
 
@@ -115,8 +124,9 @@ def check_merge(model: Path, work: Path):
     from sm70.train.merge import MergeConfig, merge
 
     adapter = work / "qlora" / "adapter"
-    merged = merge(load_config(MergeConfig, base=str(model), adapter=str(adapter), out=str(work / "merged"),
-                               dtype="float32"))
+    with quiet():
+        merged = merge(load_config(MergeConfig, base=str(model), adapter=str(adapter), out=str(work / "merged"),
+                                   dtype="float32"))
     tok = load_tokenizer(model)
     ids = torch.tensor([tok("What is the first-line treatment for anaphylaxis?")["input_ids"]])
     with torch.no_grad():
