@@ -3,7 +3,8 @@
 A pure function of the recipe and the model's config.json (or a table of known shapes for hub ids
 that are not on disk). Every term is an estimate with its assumption written next to it; the totals
 are checked against published figures in tests/train/test_plan.py (65B QLoRA within 48 GB on one
-GPU, QLoRA paper; 70B QLoRA about 48 GB, LLaMA-Factory; 70B over two 24 GB GPUs with FSDP+QLoRA).
+GPU, QLoRA paper; 70B QLoRA about 48 GB, LLaMA-Factory; 70B FSDP+QLoRA 35.6 GB per GPU without CPU
+offload, PEFT's FSDP+QLoRA guide, which is the whole 4-bit base that every process loads first).
 """
 
 from __future__ import annotations
