@@ -23,8 +23,10 @@ from pathlib import Path
 
 from sm70.errors import Sm70Error
 
-# Optimizers whose state FSDP's sharded checkpoint cannot save: PEFT's FSDP+QLoRA guide
-# (docs/source/accelerate/fsdp.md) reports that saving fails with bitsandbytes' paged 8-bit AdamW.
+# Optimizers whose state FSDP's sharded checkpoint cannot save. PEFT's FSDP+QLoRA guide
+# (docs/source/accelerate/fsdp.md, Caveats): "When using FSDP+QLoRA, paged_adamw_8bit currently results
+# in an error when saving a checkpoint." The other bitsandbytes paged and 8-bit optimizers keep the same
+# kind of state (paged buffers, quantized moments) and are refused with it, untested.
 NOT_UNDER_FSDP = ("paged_adamw_8bit", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_32bit", "paged_adamw")
 FSDP_OPTIM = "adamw_torch"
 
