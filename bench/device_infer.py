@@ -41,7 +41,7 @@ def bench_hf(model_dir: Path, texts: list[str], new_tokens: int) -> dict:
     from sm70.model.load import load_model, load_tokenizer
 
     tok = load_tokenizer(model_dir)
-    model = load_model(model_dir, quant="none", dtype="float32").eval()
+    model = load_model(model_dir, quant="none", dtype="float32", device_map={"": "cpu"}).eval()
     prefill = gen = 0.0
     n_prompt = 0
     for text in texts:

@@ -38,3 +38,20 @@ def test_two_process_ddp_trains_and_writes_one_adapter(tiny_model, medical_data,
     checkpoint = out / "checkpoints" / "checkpoint-4"
     assert {p.name for p in checkpoint.glob("rng_state*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     assert done.stdout.count("adapter written to") == 1  # rank 0 alone writes the outputs
+
+
+@pytest.mark.slow
+def test_processes_2_starts_its_own_data_parallel_processes(tiny_model, medical_data, tmp_path):
+    """No launcher: `sm70 train processes=2` starts two processes itself (sharding=none: DDP)."""
+    out = tmp_path / "ddp-self"
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run(
+        [os.sys.executable, "-m", "sm70.cli", "train", f"model={tiny_model}", f"data={medical_data}", f"out={out}",
+         "processes=2", "max_steps=2", "save_steps=2", "eval_steps=2", "micro_batch=2", "max_length=256"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["distributed"]["strategy"] == "ddp" and manifest["distributed"]["world_size"] == 2
+    assert {p.name for p in (out / "checkpoints" / "checkpoint-2").glob("rng_state*.pth")} == {
+        "rng_state_0.pth", "rng_state_1.pth"}

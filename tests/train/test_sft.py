@@ -50,3 +50,21 @@ def test_an_earlier_run_is_not_overwritten(trained_run, tiny_model, medical_data
     cfg = load_config(TrainConfig, model=str(tiny_model), data=str(medical_data), out=str(trained_run))
     with pytest.raises(Sm70Error, match="earlier run; pass resume=true"):
         train(cfg)
+
+
+@pytest.mark.parametrize("attn, packing, micro_batch, ok", [
+    ("flash_attention_2", True, 4, False),   # transformers splits packed rows only at batch size 1
+    ("flash_attention_2", True, 1, True),
+    ("flash_attention_2", False, 4, True),   # one example per row: causal attention never reaches the padding
+    ("sdpa_varlen", True, 4, True),          # splits every row itself
+])
+def test_flash_attention_with_packing_needs_one_row_per_batch(attn, packing, micro_batch, ok):
+    from sm70.config import load_config
+    from sm70.train.sft import TrainConfig
+
+    settings = dict(model="m", data="d", attn_implementation=attn, packing=packing, micro_batch=micro_batch)
+    if ok:
+        load_config(TrainConfig, **settings)
+    else:
+        with pytest.raises(Sm70Error, match="micro_batch=1"):
+            load_config(TrainConfig, **settings)

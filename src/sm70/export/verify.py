@@ -78,7 +78,8 @@ class Reference:
         if self._model is None:
             from sm70.model.load import load_model
 
-            self._model = load_model(self.cfg.model, adapter=self.cfg.adapter, quant="none", dtype="float32")
+            self._model = load_model(self.cfg.model, adapter=self.cfg.adapter, quant="none", dtype="float32",
+                                     device_map={"": "cpu"})  # compared with llama.cpp on the CPU
             self._model.eval()
         return self._model
 

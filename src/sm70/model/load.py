@@ -59,11 +59,13 @@ def resolve_model_path(name: str | Path) -> str:
 
 
 def default_compute_dtype():
+    """bf16 on a GPU that computes in it natively (Ampere and later), fp16 on older GPUs (T4, V100: bf16
+    there is emulated, several times slower; QLoRA's fp16 setting), fp32 on the CPU."""
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    if not torch.cuda.is_available():
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
 
 
 def dtype_from_name(name: str):
@@ -105,8 +107,9 @@ def load_model(name: str | Path, *, adapter: str | Path | None = None, quant: Qu
                dtype: str = "auto", device_map=None, storage_dtype=None, trainable_adapter: bool = False):
     """Load a causal LM (optionally NF4) and, if given, a PEFT adapter on top of it.
 
-    `device_map=None` puts an NF4 model on this process's device; `device_map=False` leaves placement to
-    the caller (FSDP shards the model itself, so every rank must not load all of it onto its GPU)."""
+    `device_map=None` puts the model on this process's GPU when there is one (NF4 or not; an NF4 model on
+    the CPU otherwise); `device_map=False` leaves placement to the caller (FSDP shards the model itself);
+    `{"": "cpu"}` keeps it on the CPU."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -115,10 +118,12 @@ def load_model(name: str | Path, *, adapter: str | Path | None = None, quant: Qu
     kwargs = {"dtype": compute_dtype}
     if quant == "nf4":
         kwargs["quantization_config"] = nf4_config(compute_dtype, storage_dtype)
-        if device_map is None:
-            device_map = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
     elif quant != "none":
         raise Sm70Error(f"unknown quantization {quant!r}; use none or nf4")
+    if device_map is None and torch.cuda.is_available():
+        device_map = {"": torch.cuda.current_device()}
+    elif device_map is None and quant == "nf4":
+        device_map = {"": "cpu"}
     if device_map is not None and device_map is not False:
         kwargs["device_map"] = device_map
     model_path = resolve_model_path(name)

@@ -86,7 +86,7 @@ def build_stages(cfg: PipelineConfig) -> dict[str, Stage]:
                            [*_sets(cfg.data), *tokenizer, f"out={out / 'data'}"])
     stages["train"] = Stage("train", ("train",), out / "train", _recipe(cfg.train),
                             [*_sets(cfg.train), f"model={model}", f"data={out / 'data'}", f"out={out / 'train'}"],
-                            after=("data", *model_after), resumable=True)
+                            after=("data", *model_after), resumable=True, own_process=True)
     for setting, ref in cfg.eval_settings().items():
         stages.update(eval_stages(cfg, setting, ref, model, model_after))
     return stages
@@ -110,10 +110,12 @@ def eval_stages(cfg: PipelineConfig, setting: str, ref: StageRef, model: str,
     stages = {}
     if cfg.eval_base:
         stages[stage_name("eval_base", setting)] = Stage(
-            stage_name("eval_base", setting), ("eval",), base, recipe, [*common, f"out={base}"], after=model_after)
+            stage_name("eval_base", setting), ("eval",), base, recipe, [*common, f"out={base}"], after=model_after,
+            own_process=True)
     stages[stage_name("eval_tuned", setting)] = Stage(
         stage_name("eval_tuned", setting), ("eval",), tuned, recipe,
-        [*common, f"adapter={out / 'train' / 'adapter'}", f"out={tuned}"], after=("train", *model_after))
+        [*common, f"adapter={out / 'train' / 'adapter'}", f"out={tuned}"], after=("train", *model_after),
+        own_process=True)
     if cfg.eval_base:
         compare = stage_dir(out, "compare", setting)
         stages[stage_name("compare", setting)] = Stage(
@@ -207,14 +209,12 @@ def print_plan(cfg: PipelineConfig, stages: dict[str, Stage], state: State) -> i
     return 0
 
 
-# Medical Meadow rows average roughly 600 characters once rendered with the Alpaca template (median
-# ~350 characters of content plus ~230 of template); used only to size the time estimate before the
-# data stage has run.
-CHARS_PER_ROW = 600
 
 
 def expected_chars(data_stage: Stage) -> float | None:
     """Characters the training set will hold: counted by the train plan when it exists, else guessed."""
+    from sm70.train.plan import CHARS_PER_ROW
+
     if (data_stage.out / "train.jsonl").is_file():
         return None
     rows = getattr(data_stage.config(), "target_rows", None)

@@ -35,20 +35,45 @@ class Stage:
     after: tuple[str, ...] = ()         # stages whose outputs this one reads
     resumable: bool = False             # an interrupted run continues with resume=true
     is_complete: Callable[[Path], bool] | None = None
+    own_process: bool = False           # run in a process of its own, which returns all its memory on exit
+
+    def execute(self, config: Config) -> Any:
+        if self.own_process:
+            return run_in_own_process(self, config)
+        cmd = COMMANDS[self.command]
+        return getattr(importlib.import_module(cmd.module), cmd.function)(config)
 
     def config(self, extra: list[str] = ()) -> Config:
         cmd = COMMANDS[self.command]
         cls = getattr(importlib.import_module(cmd.module), cmd.config)
         return load_config(cls, self.recipe, [*self.overrides, *extra])
 
-    def execute(self, config: Config) -> Any:
-        cmd = COMMANDS[self.command]
-        return getattr(importlib.import_module(cmd.module), cmd.function)(config)
-
     def complete(self) -> bool:
         if self.is_complete is not None:
             return self.is_complete(self.out)
         return manifest_status(self.out) == "complete"
+
+
+def run_in_own_process(stage: Stage, config: Config) -> int:
+    """`python -m sm70.cli COMMAND resolved-config.yaml`: the model a stage loads (train, evaluation)
+    leaves with its process, host and GPU memory alike, so the next stage's load starts from nothing.
+    In one process the pipeline kept every stage's model (reference cycles in Trainer and engines
+    outlive the call), and on one 48-80 GB GPU the second 35 GiB 70B load would not fit."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from sm70.errors import Sm70Error
+    from sm70.train.distributed import die_with_parent
+
+    with tempfile.TemporaryDirectory(prefix="sm70-stage-") as tmp:
+        recipe = Path(tmp) / f"{stage.name}.yaml"
+        recipe.write_text(config.to_yaml())
+        done = subprocess.run([sys.executable, "-m", "sm70.cli", *stage.command, str(recipe)],
+                              preexec_fn=die_with_parent)
+    if done.returncode != 0:
+        raise Sm70Error(f"stage {stage.name} failed (exit status {done.returncode}); its error is above")
+    return done.returncode
 
 
 def manifest_status(out: Path) -> str | None:

@@ -11,9 +11,20 @@ from pathlib import Path
 
 from sm70.atomic import fsync_path
 
-# What transformers' Trainer needs to restore adapter, optimizer, scheduler, RNG and data position.
-REQUIRED = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+# What transformers' Trainer needs to restore adapter, optimizer, scheduler, RNG and data position:
+# one process or DDP write the adapter and optimizer.pt; FSDP writes them sharded, as
+# torch.distributed.checkpoint folders (each complete once its .metadata is written, last).
+COMMON = ("scheduler.pt", "trainer_state.json")
+LAYOUTS = {
+    "replicated": ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt"),
+    "fsdp": ("pytorch_model_fsdp_0/.metadata", "optimizer_0/.metadata"),
+}
 NAME = re.compile(r"checkpoint-(\d+)")
+
+
+def is_complete(d: Path) -> bool:
+    return (all((d / f).is_file() for f in COMMON) and any(d.glob("rng_state*.pth"))
+            and any(all((d / f).is_file() for f in files) for files in LAYOUTS.values()))
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -23,7 +34,7 @@ def complete_checkpoints(root: Path) -> list[Path]:
     found = []
     for d in root.iterdir():
         m = NAME.fullmatch(d.name)
-        if m and d.is_dir() and all((d / f).is_file() for f in REQUIRED) and any(d.glob("rng_state*.pth")):
+        if m and d.is_dir() and is_complete(d):
             found.append((int(m.group(1)), d))
     return [d for _, d in sorted(found)]
 
@@ -82,7 +93,7 @@ def atomic_trainer_class():
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
                 staged = root / f".staging-{self.state.global_step}" / name
-                for f in staged.iterdir():
+                for f in staged.rglob("*"):
                     fsync_path(f)
                 shutil.rmtree(root / name, ignore_errors=True)
                 os.replace(staged, root / name)

@@ -83,3 +83,11 @@ def encode_prompts(prompts: list[str], tokenizer) -> list[list[int]]:
             for i, e in zip(picked, encoded):
                 ids[i] = e
     return ids
+
+
+def spread(rows: list, n: int) -> list:
+    """At most `n` rows taken at even intervals: val.jsonl is written source by source, so the first n
+    rows would be one source's."""
+    if len(rows) <= n:
+        return rows
+    return [rows[i * len(rows) // n] for i in range(n)]

@@ -26,8 +26,12 @@ def chunked_loss(hidden, labels, head, chunk: int, num_items=None):
     states = hidden[:, :-1][keep]
     targets = targets[keep]
 
+    # The output layer's own dtype: under mixed precision and FSDP accelerate hands back the forward's
+    # outputs in fp32, while a bf16 output layer stays bf16 unless prepare_model_for_kbit_training upcast it.
+    dtype = head.weight.dtype if getattr(head, "weight", None) is not None else hidden.dtype
+
     def piece(h, t):
-        return F.cross_entropy(head(h).float(), t, reduction="sum")
+        return F.cross_entropy(head(h.to(dtype)).float(), t, reduction="sum")
 
     total = hidden.new_zeros((), dtype=torch.float32)
     for start in range(0, states.shape[0], chunk):

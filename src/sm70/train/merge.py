@@ -24,7 +24,8 @@ def merge(cfg: MergeConfig) -> Path:
 
     from sm70.model.load import load_model, load_tokenizer
 
-    model = load_model(cfg.base, adapter=cfg.adapter, quant="none", dtype=cfg.dtype)
+    model = load_model(cfg.base, adapter=cfg.adapter, quant="none", dtype=cfg.dtype,
+                       device_map={"": "cpu"})  # a whole unquantized 70B fits no single GPU
     merged = model.merge_and_unload()
     # The adapter directory carries the tokenizer and chat template it was trained with.
     if (Path(cfg.adapter) / "tokenizer_config.json").is_file():

@@ -59,8 +59,9 @@ class PackedCollator:
     """Pads a list of row features to the longest row and builds the attention inputs.
 
     `attention="mask"`: a boolean (batch, 1, L, L) block-diagonal causal mask (sdpa, eager).
-    `attention="position_ids"`: no mask; flash-attention's varlen path splits rows where the
-    position ids restart (transformers does this for flash_attention_2/3).
+    `attention="position_ids"`: no mask; the examples' boundaries are where the position ids restart.
+    sdpa_varlen reads them in every row; transformers' flash_attention_2/3 reads them only when the
+    batch is one row (so TrainConfig refuses flash + packing at micro_batch > 1).
     Padding forms its own block, so no query row is fully masked (sdpa would return NaN there).
     Counts the real (non-padding) tokens it has served, for the tokens/s figure.
     """

@@ -3,7 +3,8 @@
 A pure function of the recipe and the model's config.json (or a table of known shapes for hub ids
 that are not on disk). Every term is an estimate with its assumption written next to it; the totals
 are checked against published figures in tests/train/test_plan.py (65B QLoRA within 48 GB on one
-GPU, QLoRA paper; 70B QLoRA about 48 GB, LLaMA-Factory; 70B over two 24 GB GPUs with FSDP+QLoRA).
+GPU, QLoRA paper; 70B QLoRA about 48 GB, LLaMA-Factory; 70B FSDP+QLoRA 35.6 GB per GPU without CPU
+offload, PEFT's FSDP+QLoRA guide, which is the whole 4-bit base that every process loads first).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ KNOWN_SHAPES = {
     "huggyllama/llama-65b": dict(vocab_size=32000, hidden_size=8192, intermediate_size=22016,
                                  num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=64),
 }
+# Before the data exists: Medical Meadow rows average roughly 600 characters once rendered with the
+# Alpaca template (median ~350 characters of content plus ~230 of template), and the data stage holds
+# out 5 % for validation (data's val_fraction).
+CHARS_PER_ROW = 600
+VAL_SHARE_GUESS = 0.05
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -46,16 +52,23 @@ class MemoryPlan:
     activations_gb: dict[str, float]  # {"with checkpointing": .., "without checkpointing": ..}
     estimated_hours: float | None = None
     notes: list[str] = field(default_factory=list)
+    load_gb: float | None = None  # a peak while loading, before training starts (FSDP + 4-bit)
+
+    @property
+    def peak_gb(self) -> float:
+        return max(self.total_gb, self.load_gb or 0.0)
 
     @property
     def fits(self) -> bool | None:
-        return None if self.device_gb is None else self.total_gb <= self.device_gb
+        return None if self.device_gb is None else self.peak_gb <= self.device_gb
 
     def table(self) -> str:
         per = f" per process ({self.processes} processes, {self.sharding})" if self.processes > 1 else ""
         lines = [f"memory plan for {self.model}{per}:"]
         lines += [f"  {name:<46} {gb:8.2f} GiB" for name, gb in self.rows]
-        lines.append(f"  {'predicted peak':<46} {self.total_gb:8.2f} GiB")
+        lines.append(f"  {'predicted peak while training':<46} {self.total_gb:8.2f} GiB")
+        if self.load_gb is not None:
+            lines.append(f"  {'predicted peak while loading (whole 4-bit base)':<46} {self.load_gb:8.2f} GiB")
         for name, gb in self.activations_gb.items():
             lines.append(f"  (activations {name}: {gb:.2f} GiB)")
         if self.device_gb is None:
@@ -63,7 +76,7 @@ class MemoryPlan:
         else:
             verdict = "FITS" if self.fits else "DOES NOT FIT"
             lines.append(f"  device: {self.device} with {self.device_gb:.1f} GiB -> {verdict}"
-                         f" ({self.device_gb - self.total_gb:+.2f} GiB headroom)")
+                         f" ({self.device_gb - self.peak_gb:+.2f} GiB headroom)")
         if self.estimated_hours is not None:
             lines.append(f"  estimated time (an estimate, not a measurement): {self.estimated_hours:.1f} h")
         lines += [f"  note: {n}" for n in self.notes]
@@ -135,10 +148,19 @@ def plan_memory(cfg, device_memory_gb: float | None = None, train_chars: float |
         ("LoRA gradients (fp32)", 4 * lora_params / shard),
         (f"optimizer state ({optim})", state_bytes * lora_params / shard),
     ]
+    load = None
     if fsdp:  # each process gathers a whole layer, and prefetches the next one
         layer_bytes = (weights + 4 * lora_params) / layers
         rows.append(("FSDP all-gather buffers (2 layers)", 2 * layer_bytes))
         notes.append("FSDP shards weights, LoRA parameters, gradients and optimizer state over the processes")
+        if cfg.quant == "nf4":
+            load = (weights + other_params * compute) / GiB + (CUDA_CONTEXT_GiB if gpu else CPU_RUNTIME_GiB)
+            notes.append(
+                "transformers 5.25 loads a 4-bit model whole on every process before FSDP shards it (its "
+                "rank-0-only loading skips quantized models), so the peak per process is the whole 4-bit base. "
+                "Published for Llama-2-70B FSDP+QLoRA on 2 GPUs (PEFT's FSDP+QLoRA guide): 35.6 GB per GPU without "
+                "CPU offload, 19.6 GB with it (Answer.AI's 70B on 2 x 24 GB also offloads to the CPU); sm70 does "
+                "not offload")
     acts = activations(shape, cfg.micro_batch * cfg.max_length, compute)
     chosen = "with checkpointing" if cfg.gradient_checkpointing else "without checkpointing"
     rows.append((f"activations {chosen} ({cfg.micro_batch}x{cfg.max_length} tokens)", acts[chosen]))
@@ -148,11 +170,14 @@ def plan_memory(cfg, device_memory_gb: float | None = None, train_chars: float |
     acts = {k: v / GiB for k, v in acts.items()}
     hours = estimate_hours(cfg, linear_params + other_params, gpu, train_chars)
     if hours is not None:
+        hours, eval_hours, passes, eval_rows = hours
         notes.append(f"the time estimate assumes {assumed_tflops(cfg, gpu):g} TFLOP/s sustained per process and "
                      "~4 characters per token (set assumed_tflops= for your hardware)")
+        notes.append(f"of which validation: {eval_hours:.1f} h ({passes} passes over {eval_rows:,} rows; "
+                     "max_eval_rows= and eval_steps= set it)")
     return MemoryPlan(model=str(cfg.model), rows=rows, total_gb=sum(gb for _, gb in rows), device=device,
                       device_gb=device_gb, processes=cfg.processes, sharding="fsdp" if fsdp else "replicated",
-                      activations_gb=acts, estimated_hours=hours, notes=notes)
+                      activations_gb=acts, estimated_hours=hours, notes=notes, load_gb=load)
 
 
 def activations(shape: dict, tokens: int, compute: int) -> dict[str, float]:
@@ -171,23 +196,48 @@ def activations(shape: dict, tokens: int, compute: int) -> dict[str, float]:
             "without checkpointing": layers * block + logits}
 
 
-def estimate_hours(cfg, params: int, gpu: bool, chars: float | None = None) -> float | None:
-    """Training tokens x ~8 FLOPs per parameter and token (forward, backward through the frozen base,
-    recomputation) over an assumed sustained throughput. Counts the data's characters when it exists."""
-    train = Path(cfg.data) / "train.jsonl"
+def count_chars(path: Path) -> tuple[int, int]:
+    """(characters, rows) of a prompt/completion jsonl file."""
+    chars = rows = 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                chars += len(row.get("prompt", "")) + len(row.get("completion", ""))
+                rows += 1
+    return chars, rows
+
+
+def estimate_hours(cfg, params: int, gpu: bool, chars: float | None = None):
+    """(total hours, validation hours, validation passes, validation rows), or None without a size.
+
+    Training tokens x ~8 FLOPs per parameter and token (forward, backward through the frozen base,
+    recomputation), validation tokens x 2 (forward only), over an assumed sustained throughput.
+    Counts the data's characters when it exists; before that, validation rows are assumed as long as
+    the average training row of CHARS_PER_ROW characters."""
+    train, val = Path(cfg.data) / "train.jsonl", Path(cfg.data) / "val.jsonl"
     if train.is_file():
-        chars = 0
-        with open(train, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    chars += len(row.get("prompt", "")) + len(row.get("completion", ""))
+        chars, _ = count_chars(train)
     if chars is None:
         return None
     tokens = chars / 4 * cfg.epochs  # ~4 characters per token for English BPE
+    per_step = cfg.micro_batch * cfg.grad_accum * cfg.max_length * cfg.processes  # packed rows are ~full
     if cfg.max_steps > 0:
-        tokens = min(tokens, cfg.max_steps * cfg.micro_batch * cfg.grad_accum * cfg.max_length * cfg.processes)
-    return tokens * 8 * params / (assumed_tflops(cfg, gpu) * 1e12 * cfg.processes) / 3600
+        tokens = min(tokens, cfg.max_steps * per_step)
+    steps = max(1, round(tokens / per_step))
+    if val.is_file():
+        val_chars, val_rows = count_chars(val)
+        if cfg.max_eval_rows is not None and val_rows > cfg.max_eval_rows:
+            val_chars, val_rows = val_chars * cfg.max_eval_rows / val_rows, cfg.max_eval_rows
+    else:  # before the data stage: a guess at the held-out share, bounded by max_eval_rows
+        val_rows = round(chars / CHARS_PER_ROW * VAL_SHARE_GUESS)
+        val_rows = min(val_rows, cfg.max_eval_rows) if cfg.max_eval_rows else val_rows
+        val_chars = val_rows * CHARS_PER_ROW
+    passes = steps // cfg.eval_steps + 2 if val_rows else 0  # before training, every eval_steps, at the end
+    eval_tokens = passes * val_chars / 4
+    rate = assumed_tflops(cfg, gpu) * 1e12 * cfg.processes * 3600
+    train_hours, eval_hours = tokens * 8 * params / rate, eval_tokens * 2 * params / rate
+    return train_hours + eval_hours, eval_hours, passes, val_rows
 
 
 def assumed_tflops(cfg, gpu: bool) -> float:

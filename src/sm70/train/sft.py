@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sm70.atomic import atomic_dir, write_json, write_text
 from sm70.config import Config
@@ -27,8 +27,8 @@ class TrainConfig(Config):
     seed: int = Field(0, description="seed for LoRA initialization, data order and dropout")
     quant: Literal["nf4", "none"] = Field("nf4", description="nf4: frozen base in 4-bit NF4 + double quant "
                                                              "(QLoRA); none: LoRA on the unquantized base")
-    compute_dtype: str = Field("auto", description="auto (bf16 on a GPU that has it, fp32 on the CPU), "
-                                                   "float32, bfloat16, float16")
+    compute_dtype: str = Field("auto", description="auto (bf16 on a GPU with native bf16, fp16 on older GPUs, "
+                                                   "fp32 on the CPU), float32, bfloat16, float16")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: float = Field(32, description="LoRA scaling numerator (the update is scaled by alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
@@ -55,10 +55,11 @@ class TrainConfig(Config):
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward to save memory")
     attn_implementation: str = Field("sdpa_varlen", description="sdpa_varlen (sdpa per packed example, no mask), "
                                                                 "sdpa or eager (a block-diagonal mask per row), "
-                                                                "flash_attention_2 (varlen on CUDA)")
+                                                                "flash_attention_2 (varlen on CUDA; with packing only at "
+                                                                "micro_batch=1)")
     eval_steps: int = Field(50, ge=1, description="steps between validation-loss passes")
-    max_eval_rows: int | None = Field(None, ge=1, description="validate on the first N validation rows only "
-                                                              "(all when unset)")
+    max_eval_rows: int | None = Field(1000, ge=1, description="validate on at most N validation rows, spread "
+                                                              "evenly through val.jsonl (null: all of them)")
     logging_steps: int = Field(10, ge=1, description="steps between lines in metrics.jsonl")
     save_steps: int = Field(100, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="complete checkpoints kept for resume")
@@ -66,9 +67,23 @@ class TrainConfig(Config):
     plan: bool = Field(False, description="print the memory and time plan and stop before loading anything "
                                           "(also --plan)")
     device_memory_gb: float | None = Field(None, description="for the plan: GiB per device (detected when unset)")
-    processes: int = Field(1, ge=1, description="for the plan: processes the run is launched with")
-    sharding: Literal["none", "fsdp"] = Field("none", description="for the plan and the 4-bit storage dtype")
+    processes: int = Field(1, ge=1, description="training processes: > 1 starts that many on this machine "
+                                                "(one per GPU; gloo between CPU processes)")
+    sharding: Literal["none", "fsdp"] = Field("none", description="with processes > 1: none = data parallel (each "
+                                                                  "process holds the whole base), fsdp = FSDP2 "
+                                                                  "(weights, gradients and optimizer state sharded)")
     assumed_tflops: float | None = Field(None, description="for the plan's time estimate (sustained, per process)")
+
+    @model_validator(mode="after")
+    def _flash_packing(self):
+        # transformers' flash-attention splits a row at restarting position ids only when the batch holds
+        # one row (modeling_flash_attention_utils._is_packed_sequence); with more, packed examples would
+        # attend to each other.
+        if self.attn_implementation.startswith("flash") and self.packing and self.micro_batch > 1:
+            raise ValueError(f"attn_implementation={self.attn_implementation} with packing keeps examples apart "
+                             f"only at micro_batch=1 (got {self.micro_batch}): use micro_batch=1 with grad_accum, "
+                             "or attn_implementation=sdpa_varlen")
+        return self
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -77,6 +92,12 @@ def train(cfg: TrainConfig) -> Path:
 
         print(plan_memory(cfg).table())
         return Path(cfg.out)
+    from sm70.train import distributed
+
+    if cfg.processes > 1 and not distributed.launched():
+        return distributed.launch(cfg)
+    if os.environ.get(distributed.LAUNCHED_BY_SM70):
+        distributed.die_with_parent()
     import torch
     from accelerate import PartialState
 
@@ -109,9 +130,11 @@ def train(cfg: TrainConfig) -> Path:
     done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == trainer.state.global_step]
     # No second pass when the last step just evaluated; none at all without validation rows.
     final = done[-1] if done else (trainer.evaluate() if trainer.eval_dataset is not None else {})
+    adapter_state = distributed.adapter_state_dict(trainer)  # every rank: a collective under FSDP
+    peaks = distributed.peak_memory_per_process(progress.peak_memory_gb())
     if trainer.is_world_process_zero():
         with atomic_dir(out / "adapter") as tmp:
-            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            trainer.model.save_pretrained(tmp, safe_serialization=True, state_dict=adapter_state)
             tokenizer.save_pretrained(tmp)  # tokenizer + chat template: the adapter directory stands alone
         metrics = progress.read_metrics(out / "metrics.jsonl")
         progress.plot_loss(metrics, out / "loss.png")
@@ -124,8 +147,10 @@ def train(cfg: TrainConfig) -> Path:
             "data": {f"{s}.jsonl": manifest.sha256(Path(cfg.data) / f"{s}.jsonl") for s in ("train", "val")},
             "versions": manifest.versions(), "git_commit": manifest.git_commit(),
             "processes": world, "steps": trainer.state.global_step,
+            "distributed": {"strategy": distributed.strategy(cfg, world), "world_size": world,
+                            "peak_memory_gb_per_process": peaks},
             "final": {"train_loss": train_losses[-1] if train_losses else None, "val_loss": final.get("eval_loss"),
-                      "peak_memory_gb": round(progress.peak_memory_gb(), 3)},
+                      "peak_memory_gb": max(peaks)},
             "outputs": {"adapter": "adapter", "checkpoints": "checkpoints", "metrics": "metrics.jsonl",
                         "loss_curve": "loss.png"},
         })
@@ -143,16 +168,20 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
     from transformers import PrinterCallback, TrainingArguments
 
     from sm70.model.load import dtype_from_name, load_tokenizer
-    from sm70.train import checkpoints, examples, packing
+    from sm70.train import checkpoints, distributed, examples, packing
 
     cuda = torch.cuda.is_available()
     compute = dtype_from_name(cfg.compute_dtype)
-    fsdp = cfg.sharding == "fsdp" or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    launcher_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"  # accelerate's config file
+    fsdp = cfg.sharding == "fsdp" or launcher_fsdp
+    # sm70's own FSDP: several processes and sharding=fsdp (an accelerate FSDP config brings its own plugin).
+    shard = cfg.sharding == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not launcher_fsdp
+    optim = distributed.optimizer(cfg, cuda, fsdp)
     tokenizer = load_tokenizer(cfg.model)
     rows = {split: examples.read_rows(Path(cfg.data) / f"{split}.jsonl", allow_empty=split == "val")
             for split in ("train", "val")}
     if cfg.max_eval_rows is not None:
-        rows["val"] = rows["val"][:cfg.max_eval_rows]
+        rows["val"] = examples.spread(rows["val"], cfg.max_eval_rows)
     validate = bool(rows["val"])
     if not validate:
         del rows["val"]
@@ -181,9 +210,9 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.lr, lr_scheduler_type="cosine" if cfg.schedule == "cosine" else "constant_with_warmup",
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        optim=cfg.optim if cfg.optim != "auto" else ("paged_adamw_8bit" if cuda else "adamw_torch"),
-        bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        optim=optim, bf16=compute == torch.bfloat16, fp16=compute == torch.float16, use_cpu=not cuda,
+        fsdp=shard, fsdp_config=distributed.fsdp_config(model, cfg.gradient_checkpointing) if shard else None,
+        gradient_checkpointing=cfg.gradient_checkpointing and not shard,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         eval_strategy="steps" if validate else "no", eval_steps=cfg.eval_steps,
         eval_on_start=eval_on_start and validate,
@@ -197,6 +226,7 @@ def build_trainer(cfg: TrainConfig, eval_on_start: bool = True, verbose: bool = 
         model=model, args=args, train_dataset=data["train"], eval_dataset=data.get("val"),
         data_collator=collate["train"], processing_class=tokenizer,
     )
+    distributed.promote_to_fsdp(trainer)
     trainer.keep_checkpoints = cfg.keep_checkpoints
     trainer.loss_chunk = cfg.loss_chunk
     trainer.remove_callback(PrinterCallback)  # the progress bar and metrics.jsonl replace it
@@ -225,6 +255,13 @@ def _lora_model(cfg: TrainConfig, compute, fsdp: bool, cuda: bool):
     from sm70.model.load import load_model
 
     device_map = False if fsdp else None  # FSDP places the shards itself
+    if fsdp and cuda and cfg.quant == "nf4":
+        import torch
+
+        from sm70.train.distributed import check_quantized_load
+        from sm70.train.plan import GiB
+
+        check_quantized_load(cfg, torch.cuda.get_device_properties(0).total_memory / GiB)
     if cuda and not fsdp:
         device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     # FSDP flattens quantized and unquantized parameters together: 4-bit storage in the compute dtype.
