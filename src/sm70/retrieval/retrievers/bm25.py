@@ -1,0 +1,79 @@
+"""BM25 through bm25s (Lù 2024): English stop words and Snowball stemming (PyStemmer), Lucene's
+scoring with k1 = 1.5, b = 0.75 by default. The score matrix is memory-mapped when searched, so a
+large index costs little memory until it is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BM25Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k1: float = Field(1.5, gt=0)
+    b: float = Field(0.75, ge=0, le=1)
+    method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
+    stopwords: str | None = Field("en", description="bm25s stop word list (en) or none")
+    stemmer: str | None = Field("english", description="a Snowball stemmer of PyStemmer, or none")
+
+
+def _tokenize(texts: Sequence[str], settings: BM25Settings, ids: bool):
+    import bm25s
+
+    stemmer = None
+    if settings.stemmer:
+        import Stemmer
+
+        stemmer = Stemmer.Stemmer(settings.stemmer)
+    return bm25s.tokenize(list(texts), stopwords=settings.stopwords or [], stemmer=stemmer, return_ids=ids,
+                          show_progress=False)
+
+
+def top_k(scores: np.ndarray, k: int, positive: bool = True) -> list[tuple[int, float]]:
+    """The k best (index, score), best first, ties in index order; `positive`: only scores above 0
+    (a BM25 score of 0 means no word of the question is in the chunk)."""
+    if k < scores.size:
+        best = np.argpartition(-scores, k - 1)[:k]
+    else:
+        best = np.arange(scores.size)
+    best = best[np.lexsort((best, -scores[best]))]
+    return [(int(i), float(scores[i])) for i in best if scores[i] > 0 or not positive]
+
+
+class BM25:
+    def __init__(self, model, settings: BM25Settings):
+        self.model, self.settings = model, settings
+        self._stemmer = None
+
+    @staticmethod
+    def build(texts: Sequence[str], folder: Path, settings: BM25Settings, reuse=None, progress=None) -> dict:
+        import bm25s
+
+        tokens = _tokenize(texts, settings, ids=True)
+        model = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
+        model.index(tokens, show_progress=False)
+        model.save(str(folder))
+        if progress:
+            progress(len(texts))
+        return {"vocabulary": len(model.vocab_dict), "chunks": len(texts)}
+
+    @classmethod
+    def load(cls, folder: Path, settings: BM25Settings) -> "BM25":
+        import bm25s
+
+        return cls(bm25s.BM25.load(str(folder), mmap=True), settings)
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
+        tokens = _tokenize(queries, self.settings, ids=False)
+        hits = []
+        for query in tokens:
+            ids = self.model.get_tokens_ids(query)
+            if not ids:
+                hits.append([])
+                continue
+            hits.append(top_k(self.model.get_scores_from_ids(ids), k))
+        return hits
