@@ -34,7 +34,8 @@ def test_every_kind_is_read_and_every_bad_file_has_its_reason(docs, tmp_path):
     assert files["drugs/anticoagulants.jsonl"]["empty_records"] == 1
     assert manifest["counts"] == {"files": 10, "chunks": manifest["counts"]["chunks"], "read": 10, "reused": 0,
                                   "indexed": 5, "failed": 4, "unsupported": 1}
-    assert manifest["settings"]["chunk"] == {"size": 1000, "overlap": 200, "record_max": 4000}
+    assert manifest["settings"]["chunk"] == {"size": 1000, "overlap": 200, "record_max": 4000,
+                                             "reader": manifest["settings"]["chunk"]["reader"]}
     assert manifest["settings"]["retrievers"]["bm25"]["stemmer"] == "english"
     assert manifest["versions"]["bm25s"] and manifest["versions"]["pypdf"]
     chunks = [json.loads(line) for line in (tmp_path / "idx" / "chunks.jsonl").read_text().splitlines()]

@@ -87,10 +87,24 @@ def _progress(enabled: bool):
                     transient=True)
 
 
+def reading_code() -> str:
+    """A hash of the code that turns files into chunks: chunks of an older reader are not reused."""
+    from sm70.retrieval import chunking, documents, records
+
+    h = hashlib.sha256()
+    for module in (documents, records, chunking):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def chunking_settings(cfg: IndexConfig) -> dict:
+    return {**cfg.chunk.model_dump(mode="json"), "reader": reading_code()}
+
+
 def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], list[dict], list[int | None]]:
     """(file entries, chunks, old chunk number of each chunk or None) for every file under docs."""
     files, hidden = walk(cfg.docs, cfg.out)
-    same_chunking = old is not None and old["settings"]["chunk"] == cfg.chunk.model_dump(mode="json")
+    same_chunking = old is not None and old["settings"]["chunk"] == chunking_settings(cfg)
     before = {f["path"]: f for f in old["files"]} if same_chunking else {}
     store = ChunkStore(cfg.out) if same_chunking else None
     task = progress.add_task("reading", total=sum(p.stat().st_size for p in files) or 1)
@@ -147,7 +161,7 @@ def build_index(cfg: IndexConfig) -> Path:
     print(cfg.to_yaml(), file=sys.stderr)
     started = time.perf_counter()
     old = read_old(cfg.out)
-    settings = {"chunk": cfg.chunk.model_dump(mode="json"), "retrievers": cfg.retriever_settings()}
+    settings = {"chunk": chunking_settings(cfg), "retrievers": cfg.retriever_settings()}
     with _progress(cfg.progress) as progress:
         entries, chunks, origin = collect(cfg, old, progress)
         bad = [e for e in entries if e["status"] != "indexed"]

@@ -2,7 +2,7 @@
 
 Layouts read:
 - JSON Lines or a JSON list of `{"id", "title", "text"}` (`id` and `title` optional);
-- a JSON list of Alpaca rows `{"instruction", "input", "output"}` (Medical Meadow): input and output;
+- a JSON list of Alpaca rows `{"instruction", "input", "output"}` (Medical Meadow): the three, in order;
 - PubMedQA's `ori_pqal.json`, an object PMID -> record: the abstract's sections (CONTEXTS), id = PMID.
   The question is left out: it is what a reader asks, and the conclusion (LONG_ANSWER) too, as the
   issue's BM25 anchor does.
@@ -55,7 +55,7 @@ def read_jsonl(path: Path) -> Document:
 
 
 def _alpaca(row: dict) -> dict:
-    parts = [row.get("input"), row.get("output")]
+    parts = [row.get("instruction"), row.get("input"), row.get("output")]
     return {"text": "\n\n".join(p.strip() for p in parts if isinstance(p, str) and p.strip())}
 
 

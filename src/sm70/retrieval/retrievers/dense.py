@@ -53,7 +53,8 @@ def embed(model, texts: Sequence[str], settings: DenseSettings, progress=None) -
                                 convert_to_numpy=True, show_progress_bar=False).astype(np.float32))
         if progress:
             progress(len(block))
-    dim = model.get_sentence_embedding_dimension()
+    dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = dimension()
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
