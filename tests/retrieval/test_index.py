@@ -122,3 +122,20 @@ def test_search_text_json_and_queries(docs, tmp_path, capsys):
 def test_search_of_a_missing_index_says_how_to_build(tmp_path):
     with pytest.raises(Sm70Error, match="sm70 index build"):
         Index(tmp_path)
+
+
+def test_the_recipe_indexes_the_shared_abstracts_and_meadow_rows(shared_data, tmp_path):
+    """recipes/index/pubmedqa-meadow.yaml on the real files: 1,000 abstracts (one chunk each, id = PMID)
+    and every Medical Meadow row; the benchmark files beside them (MedQA, USMLE) are not included."""
+    recipe = Path(__file__).resolve().parents[2] / "recipes" / "index" / "pubmedqa-meadow.yaml"
+    overrides = [f"docs={shared_data}", f"out={tmp_path / 'idx'}", "progress=false"]
+    build_index(load_config(IndexConfig, recipe, overrides))
+    manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    paths = sorted(f["path"] for f in manifest["files"])
+    assert paths[-1] == "pubmedqa/ori_pqal.json" and all(p.startswith("medical_meadow/") for p in paths[:-1])
+    assert manifest["counts"]["failed"] == 0 and manifest["counts"]["chunks"] >= 21_851
+    pubmed = [f for f in manifest["files"] if f["path"] == "pubmedqa/ori_pqal.json"][0]
+    assert pubmed["chunks"] == 1000
+    hit = Index(tmp_path / "idx").search(["Do mitochondria play a role in remodelling lace plant leaves during "
+                                           "programmed cell death?"], 1)[0][0]
+    assert (hit["document"], hit["record"]) == ("pubmedqa/ori_pqal.json", "21645374")

