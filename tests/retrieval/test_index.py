@@ -163,3 +163,11 @@ def test_hybrid_embeds_only_new_text_and_fuses(docs, tmp_path):
     assert index.resolve("auto") == "rrf"
     for retriever in ("dense", "rrf", "bm25"):
         assert index.search(["medicine that lowers cholesterol"], 1, retriever)[0][0]["document"] == "new.txt"
+
+
+def test_links_to_nowhere_and_unreadable_files_are_listed(docs, tmp_path):
+    (docs / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    os.mkfifo(docs / "pipe.txt")
+    files = {f["path"]: f for f in build(docs, tmp_path / "idx")["files"]}
+    assert files["gone.txt"]["status"] == "failed" and "broken link" in files["gone.txt"]["reason"]
+    assert "not a regular file" in files["pipe.txt"]["reason"]

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from stat import S_ISREG
 
 from pydantic import Field
 
@@ -115,17 +116,25 @@ def collect(cfg: IndexConfig, old: dict | None, progress) -> tuple[list[dict], l
     same_chunking = old is not None and old["settings"]["chunk"] == chunking_settings(cfg)
     before = {f["path"]: f for f in old["files"]} if same_chunking else {}
     store = ChunkStore(cfg.out) if same_chunking else None
-    task = progress.add_task("reading", total=sum(p.stat().st_size for p in files) or 1)
+    stats = {p: _stat(p) for p in files}
+    task = progress.add_task("reading", total=sum(s.st_size for s in stats.values() if s) or 1)
     entries, chunks = [], []
     for path in files:
         rel = path.relative_to(cfg.docs).as_posix()
-        stat = path.stat()
-        prev = before.get(rel)
-        entry = {"path": rel, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-        if prev and (prev["size"], prev["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+        stat, prev = stats[path], before.get(rel)
+        entry = {"path": rel, "size": stat.st_size if stat else None, "mtime_ns": stat.st_mtime_ns if stat else None}
+        problem = _unreadable(path, stat)
+        if problem is None and prev and (prev["size"], prev["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
             entry["sha256"] = prev["sha256"]
-        else:
-            entry["sha256"] = sha256_file(path)
+        elif problem is None:
+            try:
+                entry["sha256"] = sha256_file(path)
+            except OSError as e:
+                problem = f"cannot read: {e.strerror or e}"
+        if problem is not None:
+            entry.update(sha256=None, status="failed", reason=problem, chunks=0, read=True, first_chunk=len(chunks))
+            entries.append(entry)
+            continue
         if prev and prev["sha256"] == entry["sha256"]:
             entry.update({k: prev[k] for k in ("status", "reason", "chunks", "empty_records") if k in prev},
                          read=False)
@@ -156,6 +165,22 @@ def same_text(old_folder: Path, texts: list[str]) -> list[int | None]:
     digest = lambda text: hashlib.sha1(text.encode("utf-8", "surrogatepass")).digest()  # noqa: E731
     old = {digest(_indexed_text(c)): i for i, c in enumerate(ChunkStore(old_folder))}
     return [old.get(digest(t)) for t in texts]
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+def _unreadable(path: Path, stat: os.stat_result | None) -> str | None:
+    if stat is None:
+        return "cannot read: a broken link or a file removed during the build" if path.is_symlink() or \
+            not path.exists() else "cannot read: permission denied"
+    if not S_ISREG(stat.st_mode):
+        return "not a regular file (a FIFO, socket or device)"
+    return None
 
 
 def fingerprint(settings: dict, entries: list[dict]) -> str:
