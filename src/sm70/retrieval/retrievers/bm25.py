@@ -21,16 +21,22 @@ class BM25Settings(BaseModel):
     stemmer: str | None = Field("english", description="a Snowball stemmer of PyStemmer, or none")
 
 
-def _tokenize(texts: Sequence[str], settings: BM25Settings, ids: bool):
+BLOCK = 50_000  # chunks tokenized between two progress updates
+
+
+def _stemmer(settings: BM25Settings):
+    if not settings.stemmer:
+        return None
+    import Stemmer
+
+    return Stemmer.Stemmer(settings.stemmer)
+
+
+def _tokenize(texts: Sequence[str], settings: BM25Settings):
     import bm25s
 
-    stemmer = None
-    if settings.stemmer:
-        import Stemmer
-
-        stemmer = Stemmer.Stemmer(settings.stemmer)
-    return bm25s.tokenize(list(texts), stopwords=settings.stopwords or [], stemmer=stemmer, return_ids=ids,
-                          show_progress=False)
+    return bm25s.tokenize(list(texts), stopwords=settings.stopwords or [], stemmer=_stemmer(settings),
+                          return_ids=False, show_progress=False)
 
 
 def top_k(scores: np.ndarray, k: int, positive: bool = True) -> list[tuple[int, float]]:
@@ -52,13 +58,19 @@ class BM25:
     @staticmethod
     def build(texts: Sequence[str], folder: Path, settings: BM25Settings, reuse=None, progress=None) -> dict:
         import bm25s
+        from bm25s.tokenization import Tokenizer
 
-        tokens = _tokenize(texts, settings, ids=True)
+        # Tokenized a block at a time with one vocabulary, so a long build shows its progress (and ETA).
+        tokenizer = Tokenizer(stopwords=settings.stopwords or [], stemmer=_stemmer(settings))
+        ids: list[list[int]] = []
+        for start in range(0, len(texts), BLOCK):
+            block = list(texts[start:start + BLOCK])
+            ids += tokenizer.tokenize(block, update_vocab=True, return_as="ids", show_progress=False)
+            if progress:
+                progress(len(block))
         model = bm25s.BM25(k1=settings.k1, b=settings.b, method=settings.method)
-        model.index(tokens, show_progress=False)
+        model.index((ids, tokenizer.get_vocab_dict()), show_progress=False)
         model.save(str(folder))
-        if progress:
-            progress(len(texts))
         return {"vocabulary": len(model.vocab_dict), "chunks": len(texts)}
 
     @classmethod
@@ -68,7 +80,7 @@ class BM25:
         return cls(bm25s.BM25.load(str(folder), mmap=True), settings)
 
     def search(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
-        tokens = _tokenize(queries, self.settings, ids=False)
+        tokens = _tokenize(queries, self.settings)
         hits = []
         for query in tokens:
             ids = self.model.get_tokens_ids(query)
