@@ -17,8 +17,8 @@ class BM25Settings(BaseModel):
     k1: float = Field(1.5, gt=0)
     b: float = Field(0.75, ge=0, le=1)
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
-    stopwords: str | None = Field("en", description="bm25s stop word list (en) or none")
-    stemmer: str | None = Field("english", description="a Snowball stemmer of PyStemmer, or none")
+    stopwords: str | None = Field("en", description="bm25s stop word list (en), or null for none")
+    stemmer: str | None = Field("english", description="a Snowball stemmer of PyStemmer, or null for none")
 
 
 BLOCK = 50_000  # chunks tokenized between two progress updates
