@@ -8,7 +8,7 @@ class of this shape and one line here.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from sm70.errors import Sm70Error
 from sm70.retrieval.retrievers.bm25 import BM25, BM25Settings
@@ -19,8 +19,10 @@ Hits = list[tuple[int, float]]   # (chunk number, score), best first
 
 class Retriever(Protocol):
     @staticmethod
-    def build(texts: Sequence[str], folder: Path, settings, reuse: "Reuse | None" = None) -> dict:
-        """Write the retriever's files into `folder`; returns what the manifest records about them."""
+    def build(texts: Sequence[str], folder: Path, settings, reuse: "Reuse | None" = None,
+              progress: Callable[[int], None] | None = None) -> dict:
+        """Write the retriever's files into `folder`, calling `progress(n)` as n more texts are done;
+        returns what the manifest records about them."""
 
     @classmethod
     def load(cls, folder: Path, settings) -> "Retriever": ...
