@@ -34,13 +34,18 @@ import numpy as np
 KS = (1, 5, 10)
 
 
-def corpus(data: Path) -> tuple[list[str], list[str], dict[str, str], list[str]]:
+def meadow_files(data: Path, names: str | None) -> list[Path]:
+    files = sorted((data / "medical_meadow").glob("*.json"))
+    return [f for f in files if names is None or f.name in names.split(",")]
+
+
+def corpus(data: Path, names: str | None = None) -> tuple[list[str], list[str], dict[str, str], list[str]]:
     """(doc ids, texts, PMID -> question, test PMIDs); ids are PMIDs for abstracts."""
     pqal = json.loads((data / "pubmedqa" / "ori_pqal.json").read_text())
     test = list(json.loads((data / "pubmedqa" / "test_ground_truth.json").read_text()))
     ids = list(pqal)
     texts = [" ".join(r["CONTEXTS"]) for r in pqal.values()]
-    for f in sorted((data / "medical_meadow").glob("*.json")):
+    for f in meadow_files(data, names):
         for i, row in enumerate(json.loads(f.read_text())):
             ids.append(f"{f.name}:{i}")
             texts.append("\n\n".join(p.strip() for p in (row["instruction"], row["input"], row["output"]) if p.strip()))
@@ -67,11 +72,11 @@ def anchor(texts, ids, questions) -> tuple[list[list[str]], dict]:
     return [[ids[j] for j in row] for row in docs], {"build_s": build, "query_s": query}
 
 
-def link_docs(data: Path, folder: Path) -> Path:
+def link_docs(data: Path, folder: Path, names: str | None = None) -> Path:
     (folder / "pubmedqa").mkdir(parents=True, exist_ok=True)
     (folder / "medical_meadow").mkdir(parents=True, exist_ok=True)
     pairs = [(data / "pubmedqa" / "ori_pqal.json", folder / "pubmedqa" / "ori_pqal.json")]
-    pairs += [(f, folder / "medical_meadow" / f.name) for f in sorted((data / "medical_meadow").glob("*.json"))]
+    pairs += [(f, folder / "medical_meadow" / f.name) for f in meadow_files(data, names)]
     for src, dst in pairs:
         if not dst.exists():
             dst.symlink_to(src.resolve())
@@ -157,9 +162,11 @@ def main() -> int:
     ap.add_argument("--synthetic", type=int, default=1_000_000)
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--queries", type=int, default=100, help="questions timed on the synthetic corpus")
+    ap.add_argument("--meadow", help="comma-separated Medical Meadow file names to take as distractors (default: "
+                    "all); the anchor reads the same, so the comparison stays paired, but not the issue's corpus")
     args = ap.parse_args()
 
-    ids, texts, question_of, test = corpus(args.data)
+    ids, texts, question_of, test = corpus(args.data, args.meadow)
     questions = [question_of[p] for p in test]
     print(f"corpus: {len(texts):,} documents ({len(question_of):,} PubMedQA-L abstracts + {len(texts) - len(question_of):,} "
           f"Medical Meadow rows); {len(questions)} PubMedQA test questions", file=sys.stderr)
@@ -167,7 +174,7 @@ def main() -> int:
     ranked, info = anchor(texts, ids, questions)
     rows["BM25 anchor (bm25s, en stop words, Snowball)"] = (recall(ranked, test), len(texts) / info["build_s"],
                                                           info["query_s"])
-    docs = link_docs(args.data, args.work / "docs")
+    docs = link_docs(args.data, args.work / "docs", args.meadow)
     ranked, info = sm70_run(docs, args.work / "default.index", questions, ["bm25"], None)
     rows["sm70 default (bm25)"] = (recall(ranked, test), info["chunks"] / info["build_s"], info["p50_s"])
     if args.dense_model:
