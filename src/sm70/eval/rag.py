@@ -17,7 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-from sm70.errors import Sm70Error
 from sm70.eval.compare import compare_task, format_p
 
 RECALL_KS = (1, 5, 10)
@@ -144,9 +143,3 @@ def section_html(results: dict) -> str:
     return (f"<h2>Retrieval (MIRAGE-style)</h2><p>Index {html.escape(rag['index'])}; question-only retrieval; "
             f"paired on the same items.</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
-
-def check(cfg) -> None:
-    if cfg.rag is None:
-        return
-    if cfg.rag_k < 1:
-        raise Sm70Error("rag_k: at least 1 snippet")
