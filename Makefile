@@ -30,7 +30,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev,rag-dense]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -45,7 +45,7 @@ $(VENV)/.device: $(VENV)/.installed | $(LLAMA_CPP_SDIST)
 	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  $(BIN)/python -m pip wheel -q --no-deps $(LLAMA_CPP_SDIST) -w $(LLAMA_CPP_DIR)/wheels
 	$(BIN)/python -m pip install -q $(LLAMA_CPP_DIR)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
-	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev,device]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev,device,rag-dense]'
 	$(BIN)/sm70 export converter sdist=$(LLAMA_CPP_SDIST)
 	touch $@
 

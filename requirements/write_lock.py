@@ -1,6 +1,6 @@
 """Write requirements/lock.txt: every package a fresh `make install` + `make device` resolves, pinned.
 
-Run by `make lock`. pip resolves `.[dev,device]` from scratch (`--dry-run --ignore-installed`, so
+Run by `make lock`. pip resolves `.[dev,device,rag-dense]` from scratch (`--dry-run --ignore-installed`, so
 nothing installed here leaks in and no sdist is compiled: llama-cpp-python's metadata is enough) and
 reports what it would install; this script keeps those pins. torch stays out: the Makefile's `TORCH`
 pins it, because the right wheel (CPU or CUDA) depends on the host.
@@ -29,7 +29,7 @@ def resolve(torch: str) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
-                        "--report", str(report), torch, "-e", f"{ROOT}[dev,device]"], check=True)
+                        "--report", str(report), torch, "-e", f"{ROOT}[dev,device,rag-dense]"], check=True)
         installs = json.loads(report.read_text())["install"]
     pins = {(i["metadata"]["name"], i["metadata"]["version"]) for i in installs}
     return sorted((n, v) for n, v in pins if n.lower().replace("_", "-") not in SKIP)

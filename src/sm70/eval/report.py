@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sm70.atomic import atomic_path, write_text
 from sm70.eval.published import published_for
+from sm70.eval.rag import section_html as rag_section_html, section_md as rag_section_md
 
 TASK_TITLES = {
     "medqa": "MedQA-USMLE",
@@ -24,6 +25,9 @@ TASK_TITLES = {
     "usmle_step2": "USMLE Step 2",
     "usmle_step3": "USMLE Step 3",
     "usmle": "USMLE Steps 1-3 pooled",
+    "pubmedqa*": "PubMedQA* (question only)",
+    "pubmedqa*+rag": "PubMedQA* + retrieval",
+    "medqa+rag": "MedQA-USMLE + retrieval",
 }
 DISCLAIMER = ("sm70 is decision support for clinicians, not a certified medical device. Benchmark "
               "accuracy does not establish that any answer is clinically safe.")
@@ -165,6 +169,7 @@ def _report_md(results: dict) -> str:
         "## Results\n",
         results_table_md(results),
         *[f"- {_md(n)}" for n in _notes(results)],
+        rag_section_md(results),
         "\n## Beside the published numbers\n",
         "A published number is comparable only where its setting matches this run's.\n",
         _md_table(("Task", "Model", "Accuracy", "Setting", "Split", "Source"), _comparators(results)),
@@ -215,7 +220,7 @@ def _report_html(results: dict, png: bytes) -> str:
         "<h2>Model</h2>"
         + _html_table(("Field", "Value"), [(k, model.get(k)) for k in ("path", "fingerprint", "adapter",
                                                                         "adapter_fingerprint", "quant")])
-        + "<h2>Results</h2>" + results_table_html(results) + f"<ul>{notes}</ul>"
+        + "<h2>Results</h2>" + results_table_html(results) + f"<ul>{notes}</ul>" + rag_section_html(results)
         + "<h2>Beside the published numbers</h2>"
         "<p>A published number is comparable only where its setting matches this run's.</p>"
         + _html_table(("Task", "Model", "Accuracy", "Setting", "Split", "Source"), _comparators(results))

@@ -84,6 +84,11 @@ class EvalConfig(Config):
         "f32", description="llama.cpp key/value cache type: f32 matches the HF backend to ~1e-4, f16 (llama.cpp's "
         "own default, what devices run) to ~0.02 in log-likelihood")
     chunk_items: int = Field(64, description="items scored between two cache writes")
+    rag: str | None = Field(None, description="an `sm70 index` folder: score each task without and with the "
+                            "snippets it retrieves for the question (PubMedQA becomes PubMedQA*, question only)")
+    rag_k: int = Field(5, ge=1, description="snippets put before the question")
+    rag_retriever: str = Field("auto", description="auto, bm25, dense or rrf")
+    rag_snippet_chars: int = Field(1500, ge=100, description="characters of each snippet, at most")
 
     def task_specs(self) -> list[TaskSpec]:
         if self.task and self.tasks:
@@ -118,6 +123,11 @@ def evaluate(cfg: EvalConfig) -> Path:
         raise Sm70Error("eval: cot=true asks for reasoning before the answer: it needs mode=generate and a "
                         "template (plain, alpaca, medalpaca or chat) to carry the instruction")
     prepared = [prepare(cfg, spec) for spec in specs]  # load every file first: bad data fails before the model
+    retrieved = None
+    if cfg.rag:
+        from sm70.eval import rag
+
+        specs, prepared, retrieved = rag.expand(cfg, specs, prepared)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     model_info = {"path": cfg.model, "fingerprint": fingerprint_of(cfg.model), "adapter": cfg.adapter,
                   "adapter_fingerprint": fingerprint_of(cfg.adapter), "quant": cfg.quant}
@@ -130,6 +140,7 @@ def evaluate(cfg: EvalConfig) -> Path:
                           cot=cfg.cot)
         identity = {"model": model_info, "task": spec.task, "data": data["sha256"], "setting": setting.__dict__,
                     "shots": [s.id for s in shots], "dtype": cfg.dtype, "backend": cfg.backend,
+                    **({"rag": data["rag"]} if "rag" in data else {}),
                     **({"kv_cache": cfg.kv_cache} if cfg.backend == "llama.cpp" else {})}
         cache = ResultCache(out / "cache", spec.task, run_key(identity), rank)
         scored = [i for i in items if i.excluded is None]
@@ -153,6 +164,8 @@ def evaluate(cfg: EvalConfig) -> Path:
         return out
     results = {"sm70_version": sm70_version(), "model": model_info, "config": cfg.dump(), "versions": versions(),
                "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "tasks": tasks}
+    if retrieved is not None:
+        results["rag"] = rag.summarize(cfg, tasks, predictions, retrieved, out)
     write_text(out / "predictions.jsonl", "".join(json_line(r) for r in predictions))
     write_json(out / "results.json", results)
     from sm70.eval.report import write_report

@@ -54,8 +54,10 @@ def load_task(name: str, path: str | Path | None = None, **options) -> list[Item
 
 def question_text(task: Task, item: Item) -> str:
     if task.layout == "abstract":
-        return render.render_abstract_question(item.context, item.question)
-    return render.render_mc(item.question, item.options)
+        text = render.render_abstract_question(item.context, item.question)
+    else:
+        text = render.render_mc(item.question, item.options)
+    return render.render_documents(item.documents) + text if item.documents else text
 
 
 def continuations(task: Task, item: Item, style: str) -> list[str]:

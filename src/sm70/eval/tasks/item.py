@@ -13,4 +13,5 @@ class Item:
     gold: str                    # a key of options (or, for an excluded defective item, whatever the key says)
     context: tuple[str, ...] = ()  # PubMedQA abstract sections
     excluded: str | None = None  # reason this item is not scored (listed in results.json)
+    documents: tuple[str, ...] = ()  # retrieved snippets put before the question (`eval rag=INDEX`)
     meta: dict = field(default_factory=dict)
