@@ -94,3 +94,14 @@ def vllm_bin() -> Path:
             pytest.fail(why)  # in CI the vLLM tests must run, never skip
         pytest.skip(why)
     return VLLM_VENV / "bin"
+
+
+def pytest_collection_modifyitems(items):
+    """A test marked `last` ends its module: it breaks what the module's shared fixtures hold (it kills an
+    engine). pytest-randomly shuffles before this hook runs, so in any order it still follows its neighbours.
+    The sort is stable and keeps each module's tests together."""
+    first: dict = {}
+    for i, item in enumerate(items):
+        first.setdefault(item.nodeid.split("::")[0], i)
+    items.sort(key=lambda item: (first[item.nodeid.split("::")[0]], item.get_closest_marker("last") is not None))
+

@@ -166,8 +166,9 @@ def test_the_base_model_id_answers_without_the_adapter(servers, merged_answers):
     assert all(base) and base != merged_answers  # the adapter changed answers, so their match means something
 
 
+@pytest.mark.last
 def test_a_dead_engine_shows_in_health_and_ready(servers):
-    """Last in this module: it kills the shared engine."""
+    """Last in this module (the `last` mark holds in a shuffled order too): it kills the shared engine."""
     import psutil
 
     url = servers["vllm"].url
