@@ -15,7 +15,7 @@ from sm70.eval.run import EvalConfig, evaluate
 
 if not os.environ.get("CI"):  # in CI llama.cpp is built first: a missing one must fail, not skip
     pytest.importorskip("llama_cpp", reason="llama.cpp is built by `make test` (the device extra)")
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 N = 6
 SETTINGS = {"lm-eval": dict(prompt="lm-eval"), "chat-template": dict(prompt="option-text", template="chat")}

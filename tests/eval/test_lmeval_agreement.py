@@ -26,7 +26,7 @@ CASES = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

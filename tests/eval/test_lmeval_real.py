@@ -17,7 +17,7 @@ pytest.importorskip("lm_eval")
 N = 6  # items per task: a handful, the real model costs ~1 s an item on this CPU
 CASES = {"real_medqa": ("medqa", "lm-eval"), "real_medqa_text": ("medqa", "option-text"),
          "real_pubmedqa": ("pubmedqa", "lm-eval")}
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sm70.eval.run import EvalConfig, evaluate
 ROOT = Path(__file__).resolve().parents[2]
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def read_rows(path: Path) -> list[dict]:

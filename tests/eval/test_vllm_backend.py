@@ -33,7 +33,7 @@ LOGLIK = {"model": None, "dtype": "float32", "limit": N, "mode": "loglik",
           "tasks": [{"task": "medqa", "prompt": "option-text", "shots": 2}, {"task": "pubmedqa"}]}
 GENERATE = {"model": None, "dtype": "float32", "limit": N, "mode": "generate", "template": "chat",
             "max_new_tokens": 16, "task": "medqa"}
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/eval/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rows(out: Path) -> dict[str, list[dict]]:
