@@ -4,6 +4,7 @@ never holds a stage's model: on one GPU, the next stage's 70B load would not fit
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
 
@@ -20,14 +21,23 @@ def test_the_pipeline_process_holds_no_stage_model(tmp_path, monkeypatch):
     from sm70.cli import main
     from sm70.pipeline.run import build_stages  # noqa: F401  (imported before the baseline below)
 
+    def live_models() -> list:
+        return [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+
+    def tensor_elements() -> int:
+        return sum(o.numel() for o in gc.get_objects() if isinstance(o, torch.Tensor))
+
     monkeypatch.chdir(tmp_path)
     gc.collect()
+    # Other tests' fixtures may hold models of their own in this process (a shuffled order runs them
+    # first): only what the pipeline leaves behind counts.
+    existing, tensors_before = weakref.WeakSet(live_models()), tensor_elements()
     gc.disable()  # a collection during the run would hide models kept only by reference cycles
     try:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         assert main(["demo", f"out={tmp_path / 'demo'}", *FAST]) == 0
-        models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
-        tensors = sum(o.numel() for o in gc.get_objects() if isinstance(o, torch.Tensor))
+        models = [m for m in live_models() if m not in existing]
+        tensors = tensor_elements() - tensors_before
     finally:
         gc.enable()
     assert not models, f"{len(models)} model(s) still in the pipeline process"
