@@ -14,7 +14,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ import pytest
 import sm70
 from sm70 import offline
 from sm70.render import apply_template
+from tests.serve.test_kill import wait_healthy
 
 SRC = str(Path(sm70.__file__).resolve().parents[1])
 SAMPLES = Path(sm70.__file__).parent / "samples"
@@ -133,16 +133,7 @@ def test_serving_opens_no_socket_beyond_loopback(watched, tiny_model, tmp_path):
                             text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, proc.stderr.read()[-3000:]
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.2)
+        wait_healthy(proc, url, seconds=180)
         r = httpx.post(url + "/v1/completions", json={"prompt": "The patient", "max_tokens": 3}, timeout=60)
         assert r.status_code == 200
     finally:
