@@ -56,7 +56,7 @@ def main() -> int:
     ap.add_argument("--show", type=int, default=40, help="misses to list")
     args = ap.parse_args()
 
-    from sm70.serve.phi import Scrubber
+    from sm70.serve.guard.phi import Scrubber
 
     start = time.perf_counter()
     scrub = Scrubber()

@@ -31,8 +31,8 @@ def test_training_eval_and_serve_build_the_same_prompt(rows_and_items, smollm2):
     from sm70.eval.engine import Setting, build_context
     from sm70.eval.tasks import get_task, question_text
     from sm70.model.load import load_tokenizer
-    from sm70.serve.protocol import ChatRequest
-    from sm70.serve.serving import Service
+    from sm70.serve.api.protocol import ChatRequest
+    from sm70.serve.api.serving import Service
 
     rows, items = rows_and_items
     tok = load_tokenizer(smollm2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sm70.config import load_config
-from sm70.serve.auth import KeysConfig, add_key, revoke_key
+from sm70.serve.guard.auth import KeysConfig, add_key, revoke_key
 
 
 def make_key(keys: Path, name: str) -> str:

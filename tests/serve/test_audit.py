@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from sm70.cli import main
-from sm70.serve.audit import AuditLog
-from sm70.serve.chain import ChainKey, load_key
+from sm70.serve.guard.audit import AuditLog
+from sm70.serve.guard.chain import ChainKey, load_key
 
 from .conftest import start_server
 

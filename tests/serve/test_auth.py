@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from sm70.cli import main
-from sm70.serve import auth
-from sm70.serve.auth import KeyStore
+from sm70.serve.guard import auth
+from sm70.serve.guard.auth import KeyStore
 
 from .conftest import make_key, start_server
 

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from sm70.serve.engines import EmbeddedEngine, EngineSpec
-from sm70.serve.sampling import SamplingParams
+from sm70.serve.engines.registry import EmbeddedEngine, EngineSpec
+from sm70.serve.engines.sampling import SamplingParams
 
 PROMPTS = ["The patient has", "Hello", "A 45-year-old man presents with chest pain and",
            "Which drug is first line for", "Blood pressure"]

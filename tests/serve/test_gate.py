@@ -113,7 +113,7 @@ def test_own_names_are_answered(open_server, host):
 
 
 def test_allowed_hosts_adds_a_proxy_name():
-    from sm70.serve.hosts import HostPolicy
+    from sm70.serve.guard.hosts import HostPolicy
 
     policy = HostPolicy.for_bind("127.0.0.1", ["sm70.ward.example"])
     assert policy.allows("sm70.ward.example:443") and not policy.allows("evil.example")

@@ -11,7 +11,7 @@ import socket
 import httpx
 import pytest
 
-from sm70.serve.upstream import proxy
+from sm70.serve.gateway import proxy
 
 from .conftest import start_gateway
 from .scripted_engine import MODEL, WORDS, ScriptedEngine

@@ -7,7 +7,7 @@ import threading
 import httpx
 import pytest
 
-from sm70.serve import batcher
+from sm70.serve.engines import batcher
 
 
 def long_stream(server, result: dict, started: threading.Event):

@@ -16,7 +16,7 @@ import pytest
 
 from sm70.cli import main
 from sm70.errors import Sm70Error
-from sm70.serve.limits import Limiter
+from sm70.serve.guard.limits import Limiter
 
 from .conftest import free_port, start_server
 

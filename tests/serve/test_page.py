@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sm70.serve.handle import Event, Handle
+from sm70.serve.engines.handle import Event, Handle
 
 from .conftest import LiveServer, start_server
 
@@ -97,9 +97,9 @@ class ScriptedEngine:
 
 def test_model_output_is_rendered_as_text_not_html(tiny_model, browser):
     from sm70.model.load import load_tokenizer
-    from sm70.serve.app import build_app
-    from sm70.serve.auth import KeyStore
-    from sm70.serve.serving import Service
+    from sm70.serve.api.app import build_app
+    from sm70.serve.guard.auth import KeyStore
+    from sm70.serve.api.serving import Service
 
     from sm70.config import load_config
     from sm70.serve.main import ServeConfig

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sm70.errors import Sm70Error
-from sm70.serve.phi import Scrubber
+from sm70.serve.guard.phi import Scrubber
 
 from .phi_cases import HARD, NEGATIVES, positive_cases
 from .phi_notes import FORMATS, PEOPLE, notes, scores
@@ -50,7 +50,7 @@ def test_hard_cases(text, masked, kept):
 
 
 def test_missing_dictionary_is_named(monkeypatch):
-    from sm70.serve.phi import vocab
+    from sm70.serve.guard.phi import vocab
 
     monkeypatch.setitem(vocab.DICTIONARIES, "wamerican-large", ("/nonexistent/american-english-large",))
     with pytest.raises(Sm70Error, match="apt-get install wamerican-large"):

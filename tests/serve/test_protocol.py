@@ -6,12 +6,12 @@ import logging
 
 from fastapi.testclient import TestClient
 
-from sm70.serve.app import build_app
-from sm70.serve.audit import AuditLog
-from sm70.serve.auth import KeyStore
-from sm70.serve.chain import load_key
-from sm70.serve.handle import Event, Handle
-from sm70.serve.serving import Service
+from sm70.serve.api.app import build_app
+from sm70.serve.guard.audit import AuditLog
+from sm70.serve.guard.auth import KeyStore
+from sm70.serve.guard.chain import load_key
+from sm70.serve.engines.handle import Event, Handle
+from sm70.serve.api.serving import Service
 
 SECRET = "Mrs. Jane Roe, MRN 998877"
 

@@ -83,7 +83,7 @@ def test_openai_client_through_the_gateway(cluster):
     assert mine[0]["user"] == "alice" and "decision-support assistant" in mine[0]["prompt"]
     # the log holds the completion as the scrubber gives it: the tiny model's made-up words are on no
     # allow-list, so they are masked like unknown names
-    from sm70.serve.phi import Scrubber
+    from sm70.serve.guard.phi import Scrubber
 
     assert mine[0]["completion"] == Scrubber()(r.choices[0].message.content)
     assert mine[0]["upstream"] in ("engine-1", "engine-2")

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from sm70.errors import Sm70Error
 from sm70.model.vllm import adapter_rank, lora_rank_setting
-from sm70.serve.app import build_app
-from sm70.serve.auth import KeyStore
-from sm70.serve.serving import Service
+from sm70.serve.api.app import build_app
+from sm70.serve.guard.auth import KeyStore
+from sm70.serve.api.serving import Service
 
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM 0.32's allowed max_lora_rank values
 

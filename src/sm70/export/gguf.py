@@ -25,7 +25,7 @@ from sm70.config import Config
 from sm70.digest import sha256_file
 from sm70.errors import Sm70Error
 from sm70.export import llamacpp
-from sm70.serve.serving import DEFAULT_SYSTEM_PROMPT
+from sm70.serve.api.serving import DEFAULT_SYSTEM_PROMPT
 
 DISCLAIMER = "Decision support for clinicians, not a certified medical device."
 CONVERTER_DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}

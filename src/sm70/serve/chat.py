@@ -17,7 +17,7 @@ from pydantic import Field
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
-from sm70.serve.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT
+from sm70.serve.api.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT
 
 
 class ChatConfig(Config):
@@ -108,10 +108,10 @@ def _message(res) -> str:
 
 
 def _local(cfg: ChatConfig):
-    from sm70.serve.engines import EngineSpec, open_engine
-    from sm70.serve.audit import AuditRecord
-    from sm70.serve.protocol import ChatRequest
-    from sm70.serve.serving import HTTPError, Service
+    from sm70.serve.engines.registry import EngineSpec, open_engine
+    from sm70.serve.guard.audit import AuditRecord
+    from sm70.serve.api.protocol import ChatRequest
+    from sm70.serve.api.serving import HTTPError, Service
 
     # a GGUF (an export for a device) runs in llama.cpp, as `sm70 serve` runs it
     name = "llama.cpp" if str(cfg.model).endswith(".gguf") else "transformers"

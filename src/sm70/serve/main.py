@@ -19,8 +19,8 @@ from pydantic import Field, field_validator, model_validator
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
-from sm70.serve.hosts import is_loopback
-from sm70.serve.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT
+from sm70.serve.guard.hosts import is_loopback
+from sm70.serve.api.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT
 
 log = logging.getLogger("sm70.serve")
 
@@ -110,8 +110,8 @@ def check_access(cfg: ServeConfig, keys) -> None:
 
 
 def open_audit(cfg: ServeConfig):
-    from sm70.serve.audit import AuditLog, default_key_path
-    from sm70.serve.chain import load_key
+    from sm70.serve.guard.audit import AuditLog, default_key_path
+    from sm70.serve.guard.chain import load_key
 
     if cfg.audit_log is None:
         return None
@@ -140,8 +140,8 @@ def check_shape(cfg: ServeConfig) -> None:
 def open_upstreams(cfg: ServeConfig):
     import os
 
-    from sm70.serve.upstream.pool import Pool
-    from sm70.serve.upstream.proxy import ProxyService
+    from sm70.serve.gateway.pool import Pool
+    from sm70.serve.gateway.proxy import ProxyService
 
     key = cfg.upstream_key.read_text().strip() if cfg.upstream_key else os.environ.get("SM70_UPSTREAM_KEY")
     pool = Pool(cfg.upstream, key or None, timeout_s=cfg.upstream_timeout_s, health_interval_s=cfg.health_interval_s,
@@ -154,13 +154,13 @@ def open_upstreams(cfg: ServeConfig):
 def build(cfg: ServeConfig):
     """The ASGI app and the engine behind it (the engine must be closed by the caller)."""
     from sm70.model.load import ensure_offline, fingerprint
-    from sm70.serve.app import build_app
-    from sm70.serve.auth import KeyStore
-    from sm70.serve.engines import EngineSpec, open_engine
-    from sm70.serve.hosts import HostPolicy
-    from sm70.serve.limits import Limiter
-    from sm70.serve.phi import Scrubber
-    from sm70.serve.serving import Service
+    from sm70.serve.api.app import build_app
+    from sm70.serve.guard.auth import KeyStore
+    from sm70.serve.engines.registry import EngineSpec, open_engine
+    from sm70.serve.guard.hosts import HostPolicy
+    from sm70.serve.guard.limits import Limiter
+    from sm70.serve.guard.phi import Scrubber
+    from sm70.serve.api.serving import Service
 
     ensure_offline()
     check_shape(cfg)
@@ -218,7 +218,7 @@ def setup_logging(cfg: ServeConfig) -> None:
 def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):
     import uvicorn
 
-    from sm70.serve.connections import guarded_protocol
+    from sm70.serve.guard.connections import guarded_protocol
 
     # json: uvicorn's own lines go through the root handler too, instead of its text formatter
     extra = {"log_config": None} if cfg.log_format == "json" else {}

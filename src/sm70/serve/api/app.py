@@ -15,13 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sm70.serve.audit import AuditUnavailable
-from sm70.serve.gate import Gate
-from sm70.serve.hosts import HostPolicy
-from sm70.serve.limits import InFlight, Limiter
-from sm70.serve.metrics import CONTENT_TYPE, Metrics
-from sm70.serve.protocol import API_ERRORS, READ_ERRORS, ChatRequest, CompletionRequest, error_body
-from sm70.serve.serving import HTTPError, Service
+from sm70.serve.guard.audit import AuditUnavailable
+from sm70.serve.api.gate import Gate
+from sm70.serve.guard.hosts import HostPolicy
+from sm70.serve.guard.limits import InFlight, Limiter
+from sm70.serve.api.metrics import CONTENT_TYPE, Metrics
+from sm70.serve.api.protocol import API_ERRORS, READ_ERRORS, ChatRequest, CompletionRequest, error_body
+from sm70.serve.api.serving import HTTPError, Service
 
 STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
 # An answer is a JSON object, or with "stream": true an event stream (documented in the schema).
@@ -134,7 +134,7 @@ def describe_invalid(e: RequestValidationError) -> tuple[str, str | None]:
 
 
 def _static(name: str) -> Response:
-    data = (resources.files("sm70.serve") / "static" / name).read_bytes()
+    data = (resources.files("sm70.serve.api") / "static" / name).read_bytes()
     headers = {"Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
                                           "frame-ancestors 'none'"}
     return Response(data, media_type=STATIC[name], headers=headers)

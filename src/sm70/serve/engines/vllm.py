@@ -17,9 +17,9 @@ import itertools
 import logging
 
 from sm70.errors import Sm70Error
-from sm70.serve.engines import EngineSpec, context_limit
-from sm70.serve.handle import Event, Handle, QueueFull
-from sm70.serve.sampling import SamplingParams
+from sm70.serve.engines.registry import EngineSpec, context_limit
+from sm70.serve.engines.handle import Event, Handle, QueueFull
+from sm70.serve.engines.sampling import SamplingParams
 
 log = logging.getLogger("sm70.serve")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 from sm70.errors import Sm70Error
-from sm70.serve.handle import Handle
-from sm70.serve.sampling import SamplingParams
+from sm70.serve.engines.handle import Handle
+from sm70.serve.engines.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class EmbeddedEngine:
 
     def __init__(self, spec: EngineSpec):
         from sm70.model.load import load_model, load_tokenizer
-        from sm70.serve.batcher import Batcher
+        from sm70.serve.engines.batcher import Batcher
 
         if spec.threads:
             import torch
@@ -88,11 +88,11 @@ def open_engine(name: str, spec: EngineSpec) -> Engine:
     if name == "transformers":
         return EmbeddedEngine(spec)
     if name == "vllm":
-        from sm70.serve.vllm_engine import VllmEngine
+        from sm70.serve.engines.vllm import VllmEngine
 
         return VllmEngine(spec)
     if name == "llama.cpp":
-        from sm70.serve.llamacpp_engine import LlamaCppEngine
+        from sm70.serve.engines.llamacpp_engine import LlamaCppEngine
 
         return LlamaCppEngine(spec)
     raise Sm70Error(f"engine: unknown engine {name!r}; use transformers, llama.cpp or vllm")

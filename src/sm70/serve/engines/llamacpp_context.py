@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from sm70.errors import Sm70Error
-from sm70.serve.sampling import SamplingParams, is_greedy
+from sm70.serve.engines.sampling import SamplingParams, is_greedy
 
 PROMPT_CHUNK = 256  # prompt tokens one sequence reads per step (beside one token of each generating one)
 

@@ -13,12 +13,12 @@ import json
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from sm70.serve.audit import AuditRecord
+from sm70.serve.guard.audit import AuditRecord
 
-from sm70.serve.handle import Handle, QueueFull
-from sm70.serve.protocol import (ChatRequest, Request, chat_chunk, chat_response,
+from sm70.serve.engines.handle import Handle, QueueFull
+from sm70.serve.api.protocol import (ChatRequest, Request, chat_chunk, chat_response,
                                  completion_chunk, completion_response, error_body, new_id, usage)
-from sm70.serve.sampling import SamplingParams
+from sm70.serve.engines.sampling import SamplingParams
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a clinical decision-support assistant for licensed clinicians. Answer concisely and "

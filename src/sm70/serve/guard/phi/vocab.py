@@ -139,7 +139,7 @@ def _read_lines(package: str) -> list[str]:
 def _sections() -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     into = None
-    for line in (resources.files("sm70.serve.phi") / "clinical.txt").read_text(encoding="utf-8").splitlines():
+    for line in (resources.files("sm70.serve.guard.phi") / "clinical.txt").read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if m := re.fullmatch(r"\[(\w+)\]", line):
             into = out.setdefault(m.group(1), set())

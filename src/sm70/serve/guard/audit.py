@@ -28,8 +28,8 @@ from typing import Callable
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
-from sm70.serve import chain
-from sm70.serve.chain import GENESIS, ChainKey
+from sm70.serve.guard import chain
+from sm70.serve.guard.chain import GENESIS, ChainKey
 
 log = logging.getLogger("sm70.serve")
 TAIL_BLOCK = 1 << 16

@@ -24,10 +24,10 @@ import traceback
 import uuid
 from datetime import datetime, timezone
 
-from sm70.serve.audit import AuditRecord, AuditUnavailable
-from sm70.serve.auth import KeysUnavailable
-from sm70.serve.limits import InFlight, LimitsUnavailable
-from sm70.serve.protocol import error_body
+from sm70.serve.guard.audit import AuditRecord, AuditUnavailable
+from sm70.serve.guard.auth import KeysUnavailable
+from sm70.serve.guard.limits import InFlight, LimitsUnavailable
+from sm70.serve.api.protocol import error_body
 
 log = logging.getLogger("sm70.serve")
 MAX_BODY = 4 << 20

@@ -22,10 +22,10 @@ from typing import AsyncIterator
 
 import httpx
 
-from sm70.serve.audit import AuditRecord
-from sm70.serve.protocol import ChatRequest, Request, error_body, usage
-from sm70.serve.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT, HTTPError
-from sm70.serve.upstream.pool import Pool, Upstream
+from sm70.serve.guard.audit import AuditRecord
+from sm70.serve.api.protocol import ChatRequest, Request, error_body, usage
+from sm70.serve.api.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT, HTTPError
+from sm70.serve.gateway.pool import Pool, Upstream
 
 BROKEN = ("the engine answering this request failed part-way; the answer above is incomplete, do not rely "
           "on it; ask again")

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
 
-from sm70.serve.sampling import SamplingParams
+from sm70.serve.engines.sampling import SamplingParams
 
 
 class QueueFull(Exception):

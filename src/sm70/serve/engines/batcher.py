@@ -24,8 +24,8 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from sm70.serve.handle import Event, Handle, Outbox, QueueFull
-from sm70.serve.sampling import SamplingParams, TextStream, choose_token, is_greedy, make_generator
+from sm70.serve.engines.handle import Event, Handle, Outbox, QueueFull
+from sm70.serve.engines.sampling import SamplingParams, TextStream, choose_token, is_greedy, make_generator
 
 log = logging.getLogger("sm70.serve")
 

@@ -42,11 +42,11 @@ import threading
 from dataclasses import dataclass, field
 
 from sm70.errors import Sm70Error
-from sm70.serve import batcher
-from sm70.serve.engines import EngineSpec, served_name
-from sm70.serve.handle import Event, Handle, Outbox
-from sm70.serve.llamacpp_context import PROMPT_CHUNK, Context
-from sm70.serve.sampling import SamplingParams, TextStream
+from sm70.serve.engines import batcher
+from sm70.serve.engines.registry import EngineSpec, served_name
+from sm70.serve.engines.handle import Event, Handle, Outbox
+from sm70.serve.engines.llamacpp_context import PROMPT_CHUNK, Context
+from sm70.serve.engines.sampling import SamplingParams, TextStream
 
 log = logging.getLogger("sm70.serve")
 
