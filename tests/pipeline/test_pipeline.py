@@ -143,3 +143,39 @@ def test_hub_access_without_network_fails_fast_and_clearly(tmp_path, allow_hub):
         assert "Traceback" not in proc.stderr
         assert ("cannot be reached" if allow_hub else "SM70_ALLOW_HUB=1") in proc.stderr
         assert not (tmp_path / "data").exists()
+
+
+def test_rag_evaluation_runs_for_base_and_tuned(tmp_path, capsys):
+    """`index:` builds the pipeline's own index; an `evals:` setting that names `rag` scores base and
+    tuned model without and with it (PubMedQA*), and a changed document re-runs exactly those stages."""
+    from sm70.samples import sample_path
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(sample_path("pubmedqa") / "ori_pqal.json", docs / "ori_pqal.json")
+    (docs / "ward.md").write_text("# Ward notes\n\nHand hygiene prevents infections.\n")
+    index_recipe = tmp_path / "index.yaml"
+    index_recipe.write_text(f"docs: {docs}\nout: unused\nretrievers: [bm25]\n")
+    eval_recipe = tmp_path / "rag.yaml"
+    eval_recipe.write_text("model: unused\nout: unused\nmode: loglik\nrag: unused\nrag_k: 2\nlimit: 4\n"
+                           "tasks: [{task: pubmedqa}]\n")
+    out = tmp_path / "run"
+    args = ["demo", f"out={out}", "set.train.set.max_steps=2", "set.train.set.eval_steps=2",
+            "set.train.set.save_steps=2", "set.eval.set.limit=2", f"set.index.recipe={index_recipe}",
+            f"set.evals.rag.recipe={eval_recipe}"]
+    assert main(args) == 0
+    for side in ("base", "tuned"):
+        results = json.loads((out / f"eval-{side}-rag" / "results.json").read_text())
+        assert list(results["tasks"]) == ["pubmedqa*", "pubmedqa*+rag"]
+        assert results["tasks"]["pubmedqa*+rag"]["data"]["rag"]["k"] == 2
+        assert results["rag"]["tasks"]["pubmedqa"]["recall"]["n"] == 4
+    assert (out / "compare-rag" / "compare.json").is_file()
+    assert json.loads((out / "index" / "manifest.json").read_text())["status"] == "complete"
+
+    (docs / "ward.md").write_text("# Ward notes\n\nHand hygiene prevents most infections.\n")
+    capsys.readouterr()
+    assert main(args) == 0
+    seen = capsys.readouterr()
+    both = subprocess.CompletedProcess(args, 0, stdout=seen.out, stderr=seen.err)
+    ran = {name for name, word in stage_lines(both).items() if word == "running"}
+    assert ran == {"index", "eval_base.rag", "eval_tuned.rag", "compare.rag"}

@@ -27,6 +27,8 @@ class PipelineConfig(Config):
     eval: StageRef | None = Field(None, description="the evaluation setting (recipe + changes)")
     evals: dict[str, StageRef] = Field(default_factory=dict, description="named evaluation settings, each "
                                        "scored on the base and the tuned model and compared: name -> setting")
+    index: StageRef | None = Field(None, description="an `sm70 index build` setting, built into OUT/index; every "
+                                   "evaluation setting that names `rag` scores with and without that index")
     serve: StageRef | None = None
     eval_base: bool = Field(True, description="also evaluate the base model, and compare it with the tuned one")
     data_dir: Path | None = Field(None, description="folder with the real benchmark files (../shared/data layout)")

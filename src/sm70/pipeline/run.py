@@ -1,4 +1,4 @@
-"""Run the stages in order: model -> data -> train -> eval (base, tuned) -> compare -> report."""
+"""Run the stages in order: model -> data -> train -> [index] -> eval (base, tuned) -> compare -> report."""
 
 from __future__ import annotations
 
@@ -87,9 +87,23 @@ def build_stages(cfg: PipelineConfig) -> dict[str, Stage]:
     stages["train"] = Stage("train", ("train",), out / "train", _recipe(cfg.train),
                             [*_sets(cfg.train), f"model={model}", f"data={out / 'data'}", f"out={out / 'train'}"],
                             after=("data", *model_after), resumable=True, own_process=True)
+    if cfg.index is not None:
+        stages["index"] = index_stage(cfg)
     for setting, ref in cfg.eval_settings().items():
         stages.update(eval_stages(cfg, setting, ref, model, model_after))
     return stages
+
+
+def index_stage(cfg: PipelineConfig) -> Stage:
+    """`sm70 index build` into OUT/index; with data_dir, the recipe's `docs` is that folder (the recipes
+    name ../shared/data paths under it, as the evaluation recipes do)."""
+    out = Path(cfg.out) / "index"
+    docs = [f"docs={Path(cfg.data_dir).resolve()}"] if cfg.data_dir is not None else []
+    return Stage("index", ("index", "build"), out, _recipe(cfg.index), [*_sets(cfg.index), *docs, f"out={out}"])
+
+
+def _uses_rag(recipe: Path | None, ref: StageRef) -> bool:
+    return bool((read_recipe(recipe) if recipe else {}).get("rag") or flatten(ref.set).get("rag"))
 
 
 def stage_name(stage: str, setting: str) -> str:
@@ -106,6 +120,10 @@ def eval_stages(cfg: PipelineConfig, setting: str, ref: StageRef, model: str,
     out = Path(cfg.out)
     recipe = _recipe(ref)
     common = [*_sets(ref), *eval_data_overrides(recipe, cfg.data_dir), f"model={model}"]
+    if cfg.index is not None and _uses_rag(recipe, ref):
+        # the pipeline's own index, so that changing its documents re-runs the evaluations that read it
+        common.append(f"rag={out / 'index'}")
+        model_after = (*model_after, "index")
     base, tuned = stage_dir(out, "eval-base", setting), stage_dir(out, "eval-tuned", setting)
     stages = {}
     if cfg.eval_base:
