@@ -197,6 +197,7 @@ def test_a_wrong_rag_path_is_a_clear_error(tiny_model, rag_index, tmp_path, caps
     with caplog.at_level(logging.INFO, logger="sm70.serve"):
         Grounding(rag_index["path"])
     assert rag_index["fingerprint"] in caplog.text   # which index answered is in the server's log
+    assert "measure the threshold on this one (bench/rag_threshold.py)" in caplog.text   # 13 chunks, not 22k
 
 
 def test_the_page_shows_the_citations_under_the_answer(rag_server, browser):  # noqa: F811

@@ -39,9 +39,10 @@ from sm70.serve.api.serving import HTTPError
 log = logging.getLogger("sm70.serve")
 
 GATE = "bm25"   # the retriever whose scores say whether anything matches (RRF scores are ranks, not matches)
-# bench/rag_threshold.py on the PubMedQA + Medical Meadow index (README, "Grounded answers"): 500
-# PubMedQA questions whose abstract is indexed against 80 non-medical ones.
+# bench/rag_threshold.py on recipes/index/pubmedqa-meadow.yaml's index (README, "Grounded answers"): of
+# 500 PubMedQA questions whose abstract is indexed 0.90 are kept, of 80 non-medical ones 0.96 refused.
 MIN_SCORE = 8.0
+MEASURED_CHUNKS = 21_993   # that index's size: BM25 scores run lower in a smaller corpus (rarer words weigh less)
 NO_SOURCE = "No source in this index matches the question, so sm70 does not answer it from memory."
 INSTRUCTION = ("Answer from these documents and cite them as [n]. If they do not answer the question, "
                "say so instead of answering from memory.")
@@ -76,8 +77,13 @@ class Grounding:
         if self.gated:
             self.index.retriever(GATE)
         self.slots = asyncio.Semaphore(SEARCH_SLOTS)
+        chunks = len(self.index.store)
+        if min_score == MIN_SCORE and not MEASURED_CHUNKS / 4 <= chunks <= MEASURED_CHUNKS * 4:
+            log.warning("rag_min_score=%g was measured on an index of %d chunks and %s holds %d: BM25 scores depend "
+                        "on the corpus, so measure the threshold on this one (bench/rag_threshold.py)", min_score,
+                        MEASURED_CHUNKS, index, chunks)
         log.info("rag: %s, fingerprint %s (%d chunks; retriever %s, k=%d, rag_min_score=%g on %s scores)", index,
-                 self.fingerprint, len(self.index.store), self.retriever, k, min_score, GATE if self.gated else "no")
+                 self.fingerprint, chunks, self.retriever, k, min_score, GATE if self.gated else "no")
 
     @property
     def fingerprint(self) -> str:
