@@ -123,7 +123,7 @@ def servers(smollm2, adapter, vllm_bin, vllm_env, tmp_path_factory):
         gateway = start_gateway(tmp, [theirs.url + "/v1"])
         started.append(gateway)
         yield {"vllm": ours, "gateway": gateway, "merged": merged, "adapter": adapter["path"].name,
-               "base": smollm2.name}
+               "base": smollm2.name, "openai": theirs}
     finally:
         for s in started:
             s.stop()
@@ -164,6 +164,33 @@ def test_greedy_answers_through_the_adapter_equal_the_merged_model(servers, merg
 def test_the_base_model_id_answers_without_the_adapter(servers, merged_answers):
     base = [answer(servers["vllm"].url, servers["base"], p, stream=False) for p in PROMPTS]
     assert all(base) and base != merged_answers  # the adapter changed answers, so their match means something
+
+
+def test_sources_reach_vllm_through_the_gateway(servers, tmp_path):
+    """rag= in front of vLLM's own server (the module's; no new vLLM start): the answer cites the index and
+    differs from the ungrounded one, so the sources reached the model through its chat template."""
+    from sm70.retrieval.index import IndexConfig, build_index
+    from tests.retrieval.helpers import make_docs
+
+    docs = make_docs(tmp_path / "docs", bad=False)
+    build_index(load_config(IndexConfig, docs=str(docs), out=str(tmp_path / "index"), progress=False))
+    gateway = start_gateway(tmp_path, [servers["openai"].url + "/v1"], rag=str(tmp_path / "index"), rag_k=2,
+                            rag_min_score=1.0)
+    try:
+        question = "Which drug relieves an acute asthma attack?"
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="none", timeout=300)
+        messages = [{"role": "user", "content": question}]
+        whole = client.chat.completions.create(model=servers["adapter"], messages=messages, max_tokens=MAX_TOKENS,
+                                               temperature=0)
+        assert [c["document"] for c in whole.model_extra["citations"]][0] == "asthma.html"
+        chunks = list(client.chat.completions.create(model=servers["adapter"], messages=messages,
+                                                      max_tokens=MAX_TOKENS, temperature=0, stream=True))
+        final = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+        assert final[0].model_extra["citations"] == whole.model_extra["citations"]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == whole.choices[0].message.content
+        assert whole.choices[0].message.content != answer(servers["gateway"].url, servers["adapter"], question, False)
+    finally:
+        gateway.stop()
 
 
 @pytest.mark.last

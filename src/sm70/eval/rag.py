@@ -28,16 +28,10 @@ def variant_names(task: str) -> tuple[str, str]:
     return WITHOUT.format(base), WITH.format(base)
 
 
-def _snippet(hit: dict, chars: int) -> str:
-    text = " ".join(hit["text"].split())
-    if len(text) > chars:
-        text = text[:chars].rsplit(" ", 1)[0] + " …"
-    return f"{hit['title']}. {text}" if hit.get("title") else text
-
-
 def expand(cfg, specs: list, prepared: list) -> tuple[list, list, dict]:
     """Each (spec, prepared task) becomes two: without and with retrieval. Returns the new specs, the
     new prepared tuples and the retrieval of every item ({task: {id: hits}})."""
+    from sm70.retrieval.citations import snippet
     from sm70.retrieval.search import Index
 
     index = Index(cfg.rag)
@@ -53,7 +47,7 @@ def expand(cfg, specs: list, prepared: list) -> tuple[list, list, dict]:
         scored = [i for i in items if i.excluded is None]
         hits = index.search([i.question for i in scored], depth, cfg.rag_retriever)
         by_id = dict(zip((i.id for i in scored), hits))
-        with_items = [dataclasses.replace(i, documents=tuple(_snippet(h, cfg.rag_snippet_chars)
+        with_items = [dataclasses.replace(i, documents=tuple(snippet(h, cfg.rag_snippet_chars)
                                                              for h in by_id[i.id][:cfg.rag_k]))
                       if i.id in by_id else i for i in items]
         base = {**data, "abstract_removed": strip} if strip else data

@@ -20,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from sm70.config import Config
 from sm70.errors import Sm70Error
 from sm70.serve.guard.hosts import is_loopback
+from sm70.serve.api.grounding import MIN_SCORE
 from sm70.serve.api.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT
 
 log = logging.getLogger("sm70.serve")
@@ -54,6 +55,13 @@ class ServeConfig(Config):
                                                      "beside the log; $SM70_AUDIT_KEY wins)")
     audit_content: bool = False
     phi_patterns: list[str] = Field(default_factory=list, description="extra regexes the scrubber redacts")
+    rag: Path | None = Field(None, description="an `sm70 index` folder: chat answers from its passages, with "
+                             "citations (README, \"Grounded answers\")")
+    rag_k: int = Field(5, ge=1, description="passages put before each question")
+    rag_min_score: float = Field(MIN_SCORE, ge=0, description="best BM25 score under which the answer is \"no "
+                                 "source matches\" instead of the model's; measure it with bench/rag_threshold.py")
+    rag_retriever: str = Field("auto", description="auto, bm25, dense or rrf")
+    rag_snippet_chars: int = Field(1500, ge=100, description="characters of each passage, at most")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     disclaimer: str = DEFAULT_DISCLAIMER
     max_batch: int = Field(8, ge=1)
@@ -137,6 +145,15 @@ def check_shape(cfg: ServeConfig) -> None:
             raise Sm70Error(f"{name}: {path} not found")
 
 
+def open_grounding(cfg: ServeConfig):
+    from sm70.serve.api.grounding import Grounding
+
+    if cfg.rag is None:
+        return None
+    return Grounding(cfg.rag, k=cfg.rag_k, min_score=cfg.rag_min_score, retriever=cfg.rag_retriever,
+                     snippet_chars=cfg.rag_snippet_chars)
+
+
 def open_upstreams(cfg: ServeConfig):
     import os
 
@@ -166,6 +183,7 @@ def build(cfg: ServeConfig):
     check_shape(cfg)
     keys = KeyStore(cfg.keys if cfg.auth == "keys" else None)
     check_access(cfg, keys)
+    grounding = open_grounding(cfg)   # before the model loads: a wrong rag= path fails in a second
     scrub = Scrubber(cfg.phi_patterns) if cfg.audit_content else None
     audit = open_audit(cfg)
     limits = {"limiter": Limiter(cfg.limits_storage), "key_in_flight": cfg.key_in_flight}
@@ -175,7 +193,7 @@ def build(cfg: ServeConfig):
     if cfg.upstream:
         service, engine, prints = open_upstreams(cfg)
         app = build_app(service, keys, audit, prints, hosts=HostPolicy.for_bind(cfg.host, cfg.allowed_hosts),
-                        scrub=scrub, open_access=cfg.auth == "none", **limits)
+                        scrub=scrub, open_access=cfg.auth == "none", grounding=grounding, **limits)
         return app, engine
     spec = EngineSpec(model=cfg.model, adapter=cfg.adapter, quant=cfg.quant, dtype=cfg.dtype,
                       served_name=cfg.served_name, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
@@ -187,7 +205,7 @@ def build(cfg: ServeConfig):
                       default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
     prints = {"model_fp": fingerprint(cfg.model), "adapter_fp": fingerprint(cfg.adapter)}
     app = build_app(service, keys, audit, prints, hosts=HostPolicy.for_bind(cfg.host, cfg.allowed_hosts),
-                    scrub=scrub, open_access=cfg.auth == "none", **limits)
+                    scrub=scrub, open_access=cfg.auth == "none", grounding=grounding, **limits)
     return app, engine
 
 

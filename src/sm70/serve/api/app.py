@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sm70.serve.guard.audit import AuditUnavailable
 from sm70.serve.api.gate import Gate
+from sm70.serve.api.grounding import Grounding
 from sm70.serve.guard.hosts import HostPolicy
 from sm70.serve.guard.limits import InFlight, Limiter
 from sm70.serve.api.metrics import CONTENT_TYPE, Metrics
@@ -29,7 +30,8 @@ ANSWERS = {200: {"content": {"application/json": {}, "text/event-stream": {}}}, 
 
 
 def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostPolicy | None = None,
-              scrub=None, open_access: bool = False, limiter: Limiter | None = None, key_in_flight: int = 8) -> Gate:
+              scrub=None, open_access: bool = False, limiter: Limiter | None = None, key_in_flight: int = 8,
+              grounding: Grounding | None = None) -> Gate:
     # upstream mode's service owns an HTTP client and a health loop, started and stopped with the app
     app = FastAPI(title="sm70", docs_url=None, redoc_url=None, openapi_url=None,
                   lifespan=getattr(service, "lifespan", None))
@@ -76,17 +78,26 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
 
     async def _answer(body, request: Request):
         exchange, record = request.state.exchange, request.state.audit
+        if grounding is not None:
+            grounded = await grounding.apply(body, service, record)
+            if grounded is None:   # no source in the index matches: the engine is not asked
+                answer = grounding.refusal(body, service, record)
+                return await _stream(exchange, answer, None) if body.stream else answer
+            body = grounded
         if not body.stream:
-            return await service.complete(body, record)
+            return {**await service.complete(body, record), **body.final_fields()}
         handle, model, chat = await service.start(body, record)
+        return await _stream(exchange, service.sse(body, handle, model, chat, record), handle.cancel)
+
+    async def _stream(exchange, events, cancel) -> StreamingResponse:
         try:
             await exchange.open_stream()     # on record before the first token leaves
         except AuditUnavailable:
-            handle.cancel()
+            if cancel is not None:
+                cancel()
             raise HTTPError(503, "the audit log cannot be written, so no answer is sent; the operator has been "
                                  "told", "server_error", headers={"Retry-After": "5"}) from None
-        return StreamingResponse(service.sse(body, handle, model, chat, record), media_type="text/event-stream",
-                                 headers={"X-Accel-Buffering": "no"})
+        return StreamingResponse(events, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
     @app.get("/", response_class=HTMLResponse)
     async def page():

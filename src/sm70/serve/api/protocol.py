@@ -3,7 +3,8 @@
 Requests are validated strictly (a wrong type is a 400 naming the field); unknown fields that
 OpenAI clients send and we do not act on (`user`, `n=1`, `logprobs=null`, ...) are accepted and
 ignored, as OpenAI's own server does. Every completion object carries one extra field,
-`disclaimer`, which OpenAI clients ignore.
+`disclaimer`, which OpenAI clients ignore; a server with `rag=` adds `citations` to a chat answer
+(the whole object, or a stream's chunk with the finish_reason).
 
 Sampling parameters are checked against what the sampler can do, because one request's bad value
 must fail that request, not the batch it would share: `seed` fits torch's 64-bit generator,
@@ -12,11 +13,12 @@ temperature and top_p are finite (tiny values are handled in `sampling`).
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 
 class Request(BaseModel):
@@ -33,6 +35,15 @@ class Request(BaseModel):
     stream_options: dict | None = None
     n: int = Field(1, ge=1, le=1)
     ignore_eos: bool = False   # vLLM's extra parameter: fixed-length outputs for benchmarks
+    # Fields the server adds to the answer's last object (rag='s `citations`): set by sm70 only; a
+    # client's `_final` lands in the extra fields, never here.
+    _final: dict = PrivateAttr(default_factory=dict)
+
+    def final_fields(self) -> dict:
+        return self._final
+
+    def set_final_fields(self, **fields) -> None:
+        self._final = {**self._final, **fields}
 
     @field_validator("stop")
     @classmethod
@@ -112,6 +123,10 @@ def completion_response(rid: str, model: str, text: str, finish: str, use: dict,
 def completion_chunk(rid: str, model: str, text: str, finish: str | None = None, **extra) -> dict:
     return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}], **extra}
+
+
+def sse_event(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:

@@ -165,7 +165,7 @@ class Service:
             else:
                 self._finish_record(record, parts, ev.completion_tokens)
                 extra = {} if chat else {"disclaimer": self.disclaimer}
-                yield _sse(chat_chunk(rid, model, {}, ev.finish_reason) if chat
+                yield _sse(chat_chunk(rid, model, {}, ev.finish_reason, **req.final_fields()) if chat
                            else completion_chunk(rid, model, "", ev.finish_reason, **extra))
                 if req.include_usage():
                     use = usage(ev.prompt_tokens, ev.completion_tokens)

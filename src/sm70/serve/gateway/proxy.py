@@ -323,6 +323,8 @@ class ProxyService:
                             record.completion_tokens = max(record.completion_tokens, deltas)
                     if first or (choice.get("finish_reason") and not chat):
                         event["disclaimer"] = self.disclaimer
+                    if choice.get("finish_reason"):
+                        event.update(req.final_fields())   # rag='s citations (api/grounding.py)
                     first = False
                     finished = finished or bool(choice.get("finish_reason"))
                     yield _sse(event)

@@ -51,10 +51,15 @@ class AuditRecord:
     prompt: str | None = None                       # raw text, kept only when content is audited
     completion: list[str] | None = None             # streamed parts, joined (and scrubbed) when written
     upstream: str | None = None                     # upstream mode: the engine (host:port) that answered
+    rag_index: str | None = None                    # rag=: the index's fingerprint
+    rag_chunks: list[int] | None = None             # rag=: the chunks cited (numbers in that index), never their text
+    rag_top_score: float | None = None              # rag=: the best BM25 score, which rag_min_score is checked against
     cancel: Callable[[], None] | None = field(default=None, repr=False)
 
     def fields(self) -> dict:
         extra = {"upstream": self.upstream} if self.upstream else {}
+        if self.rag_index is not None:
+            extra.update(rag_index=self.rag_index, rag_chunks=self.rag_chunks, rag_top_score=self.rag_top_score)
         return {"user": self.user, "model": self.model, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, **extra}
 

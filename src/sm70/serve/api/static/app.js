@@ -53,6 +53,36 @@ function bubble(role, text) {
   return body;
 }
 
+// The sources of a grounded answer (a server with rag=), under it and numbered as the answer cites
+// them: document, title, location and score, the passage folded in a <details>. Text only, as above.
+function citations(li, list) {
+  const box = document.createElement("ol");
+  box.className = "citations";
+  for (const c of list) {
+    const item = document.createElement("li");
+    const head = document.createElement("div");
+    const parts = [["n", "[" + c.n + "]"], ["document", c.document], ["title", c.title],
+                   ["location", c.location], ["score", "score " + Number(c.score).toFixed(2)]];
+    for (const [name, text] of parts) {
+      if (!text) continue;
+      const span = document.createElement("span");
+      span.className = name;
+      span.textContent = text;
+      head.append(span);
+    }
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "passage";
+    const passage = document.createElement("p");
+    passage.className = "snippet";
+    passage.textContent = c.snippet;
+    details.append(summary, passage);
+    item.append(head, details);
+    box.append(item);
+  }
+  li.append(box);
+}
+
 function busy(on, status) {
   $("send").disabled = on;
   $("stop").hidden = !on;
@@ -100,8 +130,12 @@ async function send(text) {
     await readEvents(res, (ev) => {
       if (ev.error) throw new Error(ev.error.message);
       if (ev.disclaimer) $("disclaimer").textContent = ev.disclaimer;
-      const delta = ev.choices && ev.choices[0] && ev.choices[0].delta;
+      const choice = ev.choices && ev.choices[0];
+      const delta = choice && choice.delta;
       if (delta && delta.content) { reply += delta.content; out.textContent = reply; }
+      // sm70 sends them with the finish_reason only
+      if (choice && choice.finish_reason && Array.isArray(ev.citations) && ev.citations.length)
+        citations(out.parentNode, ev.citations);
     });
     history.push({ role: "assistant", content: reply });
     busy(false, "");
