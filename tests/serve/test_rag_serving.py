@@ -224,3 +224,17 @@ def test_the_page_shows_the_citations_under_the_answer(rag_server, browser):  # 
     assert page.locator("li.assistant .text").nth(1).inner_text() == NO_SOURCE
     assert page.locator("li.assistant").nth(1).locator(".citations").count() == 0
     page.close()
+
+
+def test_the_terminal_chat_lists_the_sources_after_the_answer(rag_server):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "sm70.cli", "chat", f"url={rag_server.url}", "temperature=0",
+                           "max_tokens=4"], input=f"{DIABETES}\n{ASTHMA}\n/exit\n", capture_output=True, text=True,
+                          timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    blocks = done.stdout.split("Sources:")
+    assert len(blocks) == 3, done.stdout              # one list per answer
+    assert "[1] diabetes.txt" in blocks[1] and "[1] asthma.html — Asthma care" in blocks[2], done.stdout

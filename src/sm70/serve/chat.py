@@ -77,6 +77,7 @@ def _remote(cfg: ChatConfig):
 
     def reply(messages: list[dict]) -> Iterator[str]:
         body = _body(cfg, messages)
+        sources: list[dict] = []
         if cfg.served_model:
             body["model"] = cfg.served_model
         try:
@@ -94,10 +95,25 @@ def _remote(cfg: ChatConfig):
                     content = event["choices"][0]["delta"].get("content") if event["choices"] else None
                     if content:
                         yield content
+                    sources.extend(event.get("citations") or ())
         except httpx.HTTPError as e:
             raise Sm70Error(f"url: cannot talk to {base}: {e}") from None
+        if sources:
+            # after the answer, not in it: the sources stay out of the conversation sent back next turn
+            print("\n" + format_sources(sources), end="", flush=True)
 
     return reply
+
+
+def format_sources(citations: list[dict]) -> str:
+    """A server with rag= cites its sources in the stream's last chunk: one line each, as a clinician
+    would look them up (document, title, page or section)."""
+    lines = ["Sources:"]
+    for c in citations:
+        where = f", {c['location']}" if c.get("location") else ""
+        title = f" — {c['title']}" if c.get("title") else ""
+        lines.append(f"  [{c.get('n')}] {c.get('document')}{title}{where}")
+    return "\n".join(lines)
 
 
 def _message(res) -> str:
