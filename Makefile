@@ -8,15 +8,23 @@ TORCH  ?= torch==2.13.0
 
 # llama.cpp (the `device` extra: GGUF export, `eval backend=llama.cpp`, `serve model=FILE.gguf`) is built
 # from llama-cpp-python's sdist, sha256-pinned; the same sdist gives sm70 llama.cpp's converter script,
-# so converter and runtime always match. Only the library the binding loads is built: no tools,
-# examples, tests, server, multimodal library or HTTPS (about 25 min on 2 cores instead of 35). The
-# wheel is kept in .cache/llama-cpp, so a new .venv on the same machine installs it in seconds.
+# so converter and runtime always match. Two builds from it: the library the binding loads (no tools,
+# examples, tests, server, multimodal library or HTTPS), kept as a wheel in .cache/llama-cpp/wheels, and
+# llama.cpp's own `llama-server` (what `sm70 serve model=FILE.gguf` supervises), static, no HTTPS or
+# downloads, kept in .cache/llama-cpp/bin/llama-server and installed as .venv/bin/llama-server, beside the
+# venv's python, where sm70 looks for it first. Both caches let a new .venv on the same machine skip the
+# compiler.
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CPP_SHA256  := 832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 LLAMA_CPP_DIR     := .cache/llama-cpp
 LLAMA_CPP_SDIST   := $(LLAMA_CPP_DIR)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 LLAMA_CPP_CMAKE   := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
                      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+LLAMA_SERVER       := $(LLAMA_CPP_DIR)/bin/llama-server
+LLAMA_SERVER_SRC   := $(LLAMA_CPP_DIR)/src/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp
+LLAMA_SERVER_BUILD := $(LLAMA_CPP_DIR)/server-build
+LLAMA_SERVER_CMAKE := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+                      -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=ON
 
 .PHONY: demo test test-random install device vllm lock clean
 
@@ -35,18 +43,28 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 
 install: $(VENV)/.installed
 
-$(LLAMA_CPP_SDIST):
+$(LLAMA_CPP_SDIST): | $(BIN)/python
 	mkdir -p $(LLAMA_CPP_DIR)
 	$(BIN)/python -m pip download -q --no-deps --no-binary :all: llama-cpp-python==$(LLAMA_CPP_VERSION) -d $(LLAMA_CPP_DIR)
 	echo "$(LLAMA_CPP_SHA256)  $@" | sha256sum -c --quiet
 
-$(VENV)/.device: $(VENV)/.installed | $(LLAMA_CPP_SDIST)
+$(LLAMA_SERVER): | $(LLAMA_CPP_SDIST)
+	echo "$(LLAMA_CPP_SHA256)  $(LLAMA_CPP_SDIST)" | sha256sum -c --quiet
+	rm -rf $(LLAMA_CPP_DIR)/src && mkdir -p $(LLAMA_CPP_DIR)/src
+	tar -xzf $(LLAMA_CPP_SDIST) -C $(LLAMA_CPP_DIR)/src
+	cmake -S $(LLAMA_SERVER_SRC) -B $(LLAMA_SERVER_BUILD) $(LLAMA_SERVER_CMAKE) >/dev/null
+	cmake --build $(LLAMA_SERVER_BUILD) --target llama-server -j$$(nproc) >/dev/null
+	mkdir -p $(@D)
+	cp $(LLAMA_SERVER_BUILD)/bin/llama-server $@.tmp && mv $@.tmp $@
+
+$(VENV)/.device: $(VENV)/.installed $(LLAMA_SERVER) | $(LLAMA_CPP_SDIST)
 	ls $(LLAMA_CPP_DIR)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	  $(BIN)/python -m pip wheel -q --no-deps $(LLAMA_CPP_SDIST) -w $(LLAMA_CPP_DIR)/wheels
 	$(BIN)/python -m pip install -q $(LLAMA_CPP_DIR)/wheels/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[dev,device,rag-dense]'
 	$(BIN)/sm70 export converter sdist=$(LLAMA_CPP_SDIST)
+	install -m 755 $(LLAMA_SERVER) $(BIN)/llama-server
 	touch $@
 
 device: $(VENV)/.device

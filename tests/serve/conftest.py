@@ -94,28 +94,32 @@ def start_gateway(tmp: Path, upstreams: list[str], **overrides) -> LiveServer:
 
 
 class Engine:
-    """A real `sm70 serve` of the tiny model in its own process, so a test can SIGKILL it."""
+    """A real `sm70 serve` of a model in its own process, so a test can SIGKILL it. With `log=FILE` its
+    log goes there (a test can read it; a pipe nobody reads would stall a chatty server)."""
 
-    def __init__(self, model: Path, tmp: Path, port: int, *args: str):
+    def __init__(self, model: Path, tmp: Path, port: int, *args: str, log: Path | None = None):
         import subprocess
         import sys
 
-        self.spec = (model, tmp, port, *args)
+        self.spec, self.log = (model, tmp, port, *args), log
         self.port, self.url = port, f"http://127.0.0.1:{port}"
         self.audit_log = tmp / f"engine-{port}.log"
         self.argv = [sys.executable, "-m", "sm70.cli", "serve", f"model={model}", f"port={port}",
                      f"audit_log={self.audit_log}", "max_context=1024", "threads=1", "log_level=warning", *args]
         if not any(a.startswith("keys=") for a in args):
             self.argv.append("auth=none")
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stderr = open(log, "ab") if log else subprocess.PIPE
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=stderr,
                                      env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+        if log:
+            stderr.close()
 
     def wait(self, timeout: float = 90) -> "Engine":
         import httpx
 
         deadline = time.monotonic() + timeout
         while True:
-            assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]
+            assert self.proc.poll() is None, self.errors()
             try:
                 if httpx.get(self.url + "/health", timeout=1).status_code == 200:
                     return self
@@ -124,9 +128,24 @@ class Engine:
             assert time.monotonic() < deadline, "engine did not start"
             time.sleep(0.2)
 
+    def errors(self) -> str:
+        return (self.log.read_text() if self.log else self.proc.stderr.read().decode())[-2000:]
+
     def restart(self) -> "Engine":
-        self.__init__(*self.spec)
+        self.__init__(*self.spec, log=self.log)
         return self.wait()
+
+    def stop(self) -> None:
+        """SIGTERM, as a service manager stops it: the server closes its engine on the way out."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
     def kill(self) -> None:
         import signal
@@ -134,6 +153,34 @@ class Engine:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary() -> Path:
+    """The llama-server `sm70 serve model=FILE.gguf` finds (`make device` puts it beside the venv's python)."""
+    import os
+
+    from sm70.errors import Sm70Error
+    from sm70.serve.engines.llama_server import find_binary
+
+    try:
+        return find_binary(None)
+    except Sm70Error as e:
+        if os.environ.get("CI"):   # in CI `make test` builds it first: a missing one must fail, not skip
+            raise
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def gguf_server(smollm2_gguf, llama_server_binary, keys, tmp_path_factory):
+    """The shared `sm70 serve model=FILE.gguf`: SmolLM2 Q8_0 in a supervised llama-server (2 slots, one
+    thread), keys required, served as "model", for every test that needs answers from it."""
+    tmp = tmp_path_factory.mktemp("gguf-serve")
+    engine = Engine(smollm2_gguf / "model-q8_0.gguf", tmp, free_port(), f"keys={keys['file']}", "max_context=2048",
+                    "slots=2", "served_name=model", "health_interval_s=0.3", log=tmp / "serve.log").wait(timeout=180)
+    engine.key = keys["alice"]
+    yield engine
+    engine.stop()
 
 
 def free_port() -> int:

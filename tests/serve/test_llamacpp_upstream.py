@@ -1,15 +1,13 @@
-"""`sm70 serve upstream=...` in front of two real llama.cpp servers (`python -m llama_cpp.server`, the
-peer engine a device or a hospital runs) serving the SmolLM2 GGUF, with the official OpenAI client:
+"""`sm70 serve upstream=...` in front of two real llama.cpp servers (`llama-server`, started directly, as a
+hospital runs its own engines) serving the SmolLM2 GGUF, with the official OpenAI client:
 answers streamed and not, the engines' own key kept on the gateway, one engine SIGKILLed under a
 bounded load of 8 clients x 6 requests, brought back and used again."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -24,25 +22,20 @@ from .conftest import free_port, start_gateway
 from .test_upstream import open_streams
 
 openai = pytest.importorskip("openai")
-if not os.environ.get("CI"):  # in CI llama.cpp is built first: a missing one must fail, not skip
-    pytest.importorskip("llama_cpp.server", reason="llama.cpp is built by `make test` (the device extra)")
 
 ENGINE_KEY = "engine-secret-held-by-the-gateway"
 CHAT = [{"role": "user", "content": "What is the first-line treatment for anaphylaxis?"}]
 
 
 class LlamaServer:
-    """llama.cpp's own OpenAI server in its own process (one thread), so a test can SIGKILL it."""
+    """llama.cpp's own server in its own process (one thread, one slot), so a test can SIGKILL it."""
 
-    def __init__(self, gguf: Path, port: int):
-        self.gguf, self.port, self.url = gguf, port, f"http://127.0.0.1:{port}"
-        self.argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
-                     "--host", "127.0.0.1", "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1",
-                     "--n_ctx", "2048", "--api_key", ENGINE_KEY, "--verbose", "false",
-                     # its default (true) cuts the answer in progress when another request arrives
-                     "--interrupt_requests", "false"]
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
+    def __init__(self, binary: Path, gguf: Path, port: int):
+        self.binary, self.gguf, self.port, self.url = binary, gguf, port, f"http://127.0.0.1:{port}"
+        self.argv = [str(binary), "--model", str(gguf), "--alias", "smollm2", "--host", "127.0.0.1",
+                     "--port", str(port), "--threads", "1", "--threads-batch", "1", "--ctx-size", "2048",
+                     "--parallel", "1", "--api-key", ENGINE_KEY, "--no-webui", "--log-verbosity", "1"]
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait(self, timeout: float = 60) -> "LlamaServer":
         deadline = time.monotonic() + timeout
@@ -54,11 +47,11 @@ class LlamaServer:
                     return self
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "llama_cpp.server did not start"
+            assert time.monotonic() < deadline, "llama-server did not start"
             time.sleep(0.2)
 
     def restart(self) -> "LlamaServer":
-        self.__init__(self.gguf, self.port)
+        self.__init__(self.binary, self.gguf, self.port)
         return self.wait()
 
     def kill(self) -> None:
@@ -68,10 +61,10 @@ class LlamaServer:
 
 
 @pytest.fixture(scope="module")
-def cluster(smollm2_gguf, keys, tmp_path_factory):
+def cluster(smollm2_gguf, llama_server_binary, keys, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("llama-cluster")
     (tmp / "upstream.key").write_text(ENGINE_KEY + "\n")
-    engines = [LlamaServer(smollm2_gguf / "model-q8_0.gguf", free_port()) for _ in range(2)]
+    engines = [LlamaServer(llama_server_binary, smollm2_gguf / "model-q8_0.gguf", free_port()) for _ in range(2)]
     try:
         for e in engines:
             e.wait()

@@ -9,7 +9,7 @@ import pytest
 
 from sm70.serve.engines.handle import Event, Handle
 
-from .conftest import LiveServer, start_server
+from .conftest import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -30,17 +30,10 @@ def browser():
 
 
 @pytest.fixture(scope="module", params=["transformers", "llama.cpp"])
-def page_server(request, keys, tmp_path_factory):
-    """The page in front of the transformers engine (tiny model) and of the device engine (SmolLM2 GGUF)."""
-    if request.param == "transformers":
-        yield request.getfixturevalue("server")
-        return
-    gguf = request.getfixturevalue("smollm2_gguf") / "model-q8_0.gguf"
-    live = start_server(gguf, tmp_path_factory.mktemp("page-gguf"), keys=str(keys["file"]), max_context=2048,
-                        served_name="model")
-    live.key = keys["alice"]
-    yield live
-    live.stop()
+def page_server(request):
+    """The page in front of the transformers engine (tiny model) and of the device engine (SmolLM2 GGUF in
+    the supervised llama-server)."""
+    return request.getfixturevalue("server" if request.param == "transformers" else "gguf_server")
 
 
 def test_page_asks_for_the_key_then_streams_a_reply(page_server, browser, tmp_path):

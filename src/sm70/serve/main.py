@@ -1,6 +1,6 @@
 """`sm70 serve model=DIR [adapter=DIR] [quant=nf4] keys=FILE audit_log=FILE host=127.0.0.1 port=8000`,
-`sm70 serve model=FILE.gguf ...` (llama.cpp in this process), or `sm70 serve upstream=URL[,URL...]
-[upstream_key=FILE] ...` in front of OpenAI-compatible engines.
+`sm70 serve model=FILE.gguf ...` (llama.cpp's llama-server as a supervised child, behind the gateway), or
+`sm70 serve upstream=URL[,URL...] [upstream_key=FILE] ...` in front of OpenAI-compatible engines.
 
 Private by default: a keys file is required, even on loopback, because "loopback" still means
 every local user and process, and any web page that rebinds a name to 127.0.0.1. Serving without
@@ -43,7 +43,8 @@ class ServeConfig(Config):
     quant: Literal["none", "nf4"] = "none"
     dtype: str = "auto"
     engine: Literal["transformers", "llama.cpp", "vllm"] = Field(
-        "transformers", description="default: llama.cpp for a model=FILE.gguf, else transformers")
+        "transformers", description="default: llama.cpp (llama-server, a supervised child) for a "
+        "model=FILE.gguf, else transformers")
     served_name: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -80,6 +81,13 @@ class ServeConfig(Config):
                                 "than minutes on a CPU; slower decoding)")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch or llama.cpp (default: the "
                                 "library's choice)")
+    slots: int = Field(4, ge=1, description="engine=llama.cpp: requests llama-server decodes together, each with "
+                       "max_context tokens of key/value cache")
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="engine=llama.cpp: key/value cache type")
+    prompt_cache: bool = Field(False, description="engine=llama.cpp: reuse cached prompt prefixes across requests "
+                               "(faster; lets one key time whether another's prompt starts the same way)")
+    llama_server: Path | None = Field(None, description="engine=llama.cpp: the llama-server binary (default: the one "
+                                      "beside this Python, where `make device` installs it, then PATH)")
     ssl_certfile: Path | None = Field(None, description="TLS certificate chain (PEM); with ssl_keyfile")
     ssl_keyfile: Path | None = None
     log_level: str = "info"
@@ -127,6 +135,9 @@ def open_audit(cfg: ServeConfig):
     return AuditLog(cfg.audit_log, key)
 
 
+LLAMA_SERVER_SETTINGS = {"slots", "kv_cache_type", "prompt_cache", "llama_server"}
+
+
 def check_shape(cfg: ServeConfig) -> None:
     if (cfg.model is None) == (not cfg.upstream):
         raise Sm70Error("give exactly one of model=DIR (run the model here) or upstream=URL[,URL...] "
@@ -139,6 +150,10 @@ def check_shape(cfg: ServeConfig) -> None:
     if cfg.engine != "vllm" and (cfg.tensor_parallel_size != 1 or cfg.enforce_eager):
         raise Sm70Error(f"tensor_parallel_size= and enforce_eager= are engine=vllm's; engine={cfg.engine} cannot "
                         f"honour them")
+    theirs = sorted(cfg.model_fields_set & LLAMA_SERVER_SETTINGS)
+    if theirs and (cfg.engine != "llama.cpp" or cfg.model is None):
+        raise Sm70Error(f"{'=, '.join(theirs)}= are for a model=FILE.gguf (engine=llama.cpp); "
+                        f"{'upstream=' if cfg.model is None else f'engine={cfg.engine}'} cannot honour them")
     for name in ("ssl_certfile", "ssl_keyfile", "upstream_key"):
         path = getattr(cfg, name)
         if path is not None and not path.is_file():
@@ -166,6 +181,26 @@ def open_upstreams(cfg: ServeConfig):
     service = ProxyService(pool, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
                            default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
     return service, pool, {"upstreams": ",".join(f"{u.name}={u.address}" for u in pool.upstreams)}
+
+
+def open_llama_server(cfg: ServeConfig, spec):
+    """llama-server on the GGUF, behind the same gateway as any upstream: the child is the engine to close."""
+    from sm70.serve.engines.llama_server import LlamaServer
+    from sm70.serve.gateway.pool import Pool
+    from sm70.serve.gateway.proxy import ProxyService
+
+    ignored = sorted(cfg.model_fields_set & {"max_batch", "max_queue", "dtype"})
+    if ignored:   # recipes written for a model directory set them
+        log.warning("%s= not used for a GGUF: llama-server decodes slots=%d requests at once and queues the rest",
+                    "=, ".join(ignored), cfg.slots)
+    child = LlamaServer(spec)
+    pool = Pool([child.url], child.key, timeout_s=cfg.upstream_timeout_s, health_interval_s=cfg.health_interval_s,
+                uds=str(child.socket))
+    pool.max_context = child.context    # per slot, for /ready; the child refuses a longer prompt itself (400)
+    service = ProxyService(pool, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
+                           default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content,
+                           extra_body=child.extra_body)
+    return service, child
 
 
 def build(cfg: ServeConfig):
@@ -199,10 +234,14 @@ def build(cfg: ServeConfig):
                       served_name=cfg.served_name, max_batch=cfg.max_batch, max_queue=cfg.max_queue,
                       max_context=cfg.max_context, tensor_parallel_size=cfg.tensor_parallel_size,
                       gpu_memory_utilization=cfg.gpu_memory_utilization, threads=cfg.threads,
-                      enforce_eager=cfg.enforce_eager)
-    engine = open_engine(cfg.engine, spec)
-    service = Service(engine, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
-                      default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
+                      enforce_eager=cfg.enforce_eager, slots=cfg.slots, kv_cache_type=cfg.kv_cache_type,
+                      prompt_cache=cfg.prompt_cache, llama_server=cfg.llama_server)
+    if cfg.engine == "llama.cpp":
+        service, engine = open_llama_server(cfg, spec)
+    else:
+        engine = open_engine(cfg.engine, spec)
+        service = Service(engine, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
+                          default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content)
     prints = {"model_fp": fingerprint(cfg.model), "adapter_fp": fingerprint(cfg.adapter)}
     app = build_app(service, keys, audit, prints, hosts=HostPolicy.for_bind(cfg.host, cfg.allowed_hosts),
                     scrub=scrub, open_access=cfg.auth == "none", grounding=grounding, **limits)
@@ -247,11 +286,19 @@ def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):
                           http=guarded_protocol(cfg.max_connections, cfg.header_timeout_s))
 
 
+def _stop(signum, frame):
+    raise SystemExit(0)
+
+
 def serve(cfg: ServeConfig) -> int:
     import uvicorn
 
     setup_logging(cfg)
     print(cfg.to_yaml(), end="")
+    # A service manager stops us with SIGTERM. uvicorn raises it again once it has shut down, and the
+    # default action would end the process there, before `finally` closes the engine (llama-server's
+    # socket and key would stay behind); as an exception it also ends a model load cleanly.
+    signal.signal(signal.SIGTERM, _stop)
     app, engine = build(cfg)
     if app.audit is not None:
         def on_hup(signum, frame):   # logrotate's postrotate: the next line goes to a fresh file

@@ -1,7 +1,8 @@
-"""Engines behind the HTTP layer: the embedded transformers engine (default), llama.cpp for a GGUF
-(the `sm70[device]` extra) and vLLM (`make vllm`).
+"""Engines behind the HTTP layer: the embedded transformers engine (default) and vLLM (`make vllm`).
+A GGUF is served by llama.cpp's own server, supervised by llama_server.py and reached through the
+gateway (main.py), not through this protocol.
 
-All answer the same four things: which model ids they serve, the tokenizer and context limit
+The in-process engines answer the same four things: which model ids they serve, the tokenizer and context limit
 (to check a prompt before it queues), `submit(prompt_ids, params, model_id)` returning a `Handle`,
 and `snapshot()` for /ready. An engine that can die under a live server (vLLM's engine core is a
 child process) also answers `problem`: why it cannot answer, which turns /health and /ready to 503.
@@ -32,6 +33,10 @@ class EngineSpec:
     gpu_memory_utilization: float = 0.9
     enforce_eager: bool = False
     threads: int | None = None
+    slots: int = 4                    # llama-server: sequences decoded together
+    kv_cache_type: str = "f16"        # llama-server: f16, q8_0 or q4_0
+    llama_server: Path | None = None  # llama-server: its binary (default: beside this Python, then PATH)
+    prompt_cache: bool = False        # llama-server: reuse cached prompt prefixes across requests
 
 
 class Engine(Protocol):
@@ -91,8 +96,4 @@ def open_engine(name: str, spec: EngineSpec) -> Engine:
         from sm70.serve.engines.vllm import VllmEngine
 
         return VllmEngine(spec)
-    if name == "llama.cpp":
-        from sm70.serve.engines.llamacpp_engine import LlamaCppEngine
-
-        return LlamaCppEngine(spec)
-    raise Sm70Error(f"engine: unknown engine {name!r}; use transformers, llama.cpp or vllm")
+    raise Sm70Error(f"engine: unknown engine {name!r}; use transformers or vllm (llama.cpp runs as llama-server)")

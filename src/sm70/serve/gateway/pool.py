@@ -55,7 +55,7 @@ class Upstream:
 
 class Pool:
     def __init__(self, urls: list[str], key: str | None, *, timeout_s: float, health_interval_s: float,
-                 eject_after: int = 3, max_ejected: float = 0.5, eject_for_s: float = 10.0):
+                 eject_after: int = 3, max_ejected: float = 0.5, eject_for_s: float = 10.0, uds: str | None = None):
         self.upstreams = [Upstream.parse(u, f"engine-{i}") for i, u in enumerate(urls, 1)]
         if not self.upstreams:
             raise Sm70Error("upstream: no URL given")
@@ -65,6 +65,7 @@ class Pool:
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.timeout = httpx.Timeout(timeout_s, connect=5.0)
         self.health_interval_s = health_interval_s
+        self.uds = uds   # a Unix socket every connection goes to (sm70's own llama-server), instead of the URLs' hosts
         self.client: httpx.AsyncClient | None = None
         self._turn = itertools.count()
         self._task: asyncio.Task | None = None
@@ -156,8 +157,9 @@ class Pool:
     async def start(self) -> None:
         # No cookie jar: a cookie one engine sets must not ride along on every user's later requests.
         no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        self.client = httpx.AsyncClient(timeout=self.timeout, cookies=no_cookies,
-                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        transport = httpx.AsyncHTTPTransport(uds=self.uds, limits=limits) if self.uds else None
+        self.client = httpx.AsyncClient(timeout=self.timeout, cookies=no_cookies, limits=limits, transport=transport)
         await asyncio.gather(*(self.probe(u) for u in self.upstreams))
         if self.problem:
             log.warning("%s; requests get 503 until one does", self.problem)

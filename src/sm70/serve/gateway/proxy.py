@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import httpx
@@ -147,6 +147,7 @@ class ProxyService:
     disclaimer: str = DEFAULT_DISCLAIMER
     default_max_tokens: int = 512
     keep_text: bool = False
+    extra_body: dict = field(default_factory=dict)   # added to every forwarded body (llama_server.py's cache policy)
 
     @property
     def problem(self) -> str | None:
@@ -170,7 +171,7 @@ class ProxyService:
         model = req.model or served[0]
         if model not in served:
             raise HTTPError(404, f"model {model!r} is not served here; served: {served}", "not_found_error", "model")
-        data = forwarded(req)
+        data = {**forwarded(req), **self.extra_body}
         data["model"] = model
         if chat:
             messages = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in data["messages"]]
