@@ -35,21 +35,28 @@ from serve_load import PROMPTS, free_port  # noqa: E402  (the same prompts as th
 
 
 class Server:
-    def __init__(self, argv: list[str], port: int, label: str):
-        self.url, self.label = f"http://127.0.0.1:{port}", label
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, "OMP_NUM_THREADS": "1"})
-        deadline = time.monotonic() + 180
+    """A server subprocess, ready once `GET {ready}` answers 200. Its output goes to `log` if given (a
+    chatty server must not fill a pipe nobody reads), else stderr is kept for a failed start."""
+
+    def __init__(self, argv: list[str], port: int, label: str, *, log: Path | None = None, env: dict | None = None,
+                 start_s: float = 180, ready: str = "/v1/models"):
+        self.url, self.label, self.log = f"http://127.0.0.1:{port}", label, log
+        out = log.open("wb") if log else None
+        self.proc = subprocess.Popen(argv, stdout=out or subprocess.DEVNULL, stderr=out or subprocess.PIPE,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+        deadline = time.monotonic() + start_s
         while True:
             if self.proc.poll() is not None:
-                raise SystemExit(f"{label} did not start: {self.proc.stderr.read().decode()[-1500:]}")
+                said = log.read_text(errors="replace") if log else self.proc.stderr.read().decode()
+                raise SystemExit(f"{label} did not start: {said[-1500:]}")
             try:
-                if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
+                if httpx.get(self.url + ready, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise SystemExit(f"{label} did not start in time")
+                self.stop()
+                raise SystemExit(f"{label} did not start in {start_s:.0f} s")
             time.sleep(0.3)
 
     def stop(self) -> None:
@@ -67,10 +74,12 @@ def llama_server(gguf: Path, threads: int) -> Server:
                    "--n_ctx", "2048", "--verbose", "false", "--interrupt_requests", "false"], port, "llama_cpp.server")
 
 
-def sm70_server(tmp: Path, label: str, *args: str) -> Server:
+def sm70_server(tmp: Path, label: str, *args: str, **kw) -> Server:
+    """`sm70 serve` with the audit log on; auth=none unless `args` name a keys file."""
     port = free_port()
-    return Server([sys.executable, "-m", "sm70.cli", "serve", f"port={port}", "auth=none", "log_level=warning",
-                   f"audit_log={tmp / f'audit-{port}.log'}", *args], port, label)
+    auth = [] if any(a.startswith("keys=") for a in args) else ["auth=none"]
+    return Server([sys.executable, "-m", "sm70.cli", "serve", f"port={port}", *auth, "log_level=warning",
+                   f"audit_log={tmp / f'audit-{port}.log'}", *args], port, label, ready="/health", **kw)
 
 
 def load(url: str, clients: int, requests: int, max_tokens: int) -> dict:

@@ -51,14 +51,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int) -> tuple[float, float, int]:
-    """(latency s, time to first token s, completion tokens) for one streamed completion."""
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int, *, chat: bool = False,
+                model: str | None = None, system: str | None = None) -> tuple[float, float, int]:
+    """(latency s, time to first token s, completion tokens) for one streamed completion, or with `chat`
+    one streamed chat answer (after the `system` message, if given)."""
+    body = {"max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}, **({"model": model} if model else {})}
+    if chat:
+        body["messages"] = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
     start = time.perf_counter()
     first = None
     tokens = 0
-    with client.stream("POST", url + "/v1/completions", json=body) as res:
+    with client.stream("POST", url + ("/v1/chat/completions" if chat else "/v1/completions"), json=body) as res:
         res.raise_for_status()
         for line in res.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -66,7 +73,8 @@ def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int) ->
             event = json.loads(line[6:])
             if "error" in event:
                 raise RuntimeError(event["error"]["message"])
-            if first is None and event["choices"] and event["choices"][0]["text"]:
+            choice = event["choices"][0] if event.get("choices") else {}
+            if first is None and (choice.get("delta", {}).get("content") if chat else choice.get("text")):
                 first = time.perf_counter() - start
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
@@ -74,20 +82,23 @@ def one_request(client: httpx.Client, url: str, prompt: str, max_tokens: int) ->
     return latency, first if first is not None else latency, tokens
 
 
-def run_level(url: str, clients: int, max_tokens: int, deadline: float) -> dict:
+def run_level(url: str, clients: int, max_tokens: int, deadline: float, rounds: int = 1, headers: dict | None = None,
+              **request) -> dict:
+    """`clients` threads, each streaming the prompts `rounds` times one after another (`request`: the
+    rest of `one_request`'s arguments)."""
     results: list[tuple[float, float, int]] = []
     errors: list[str] = []
     lock = threading.Lock()
 
     def client_loop():
-        with httpx.Client(timeout=max(5.0, deadline - time.monotonic())) as client:
-            for prompt in PROMPTS:
+        with httpx.Client(timeout=max(5.0, deadline - time.monotonic()), headers=headers) as client:
+            for prompt in PROMPTS * rounds:
                 if time.monotonic() > deadline:
                     with lock:
                         errors.append("deadline")
                     return
                 try:
-                    r = one_request(client, url, prompt, max_tokens)
+                    r = one_request(client, url, prompt, max_tokens, **request)
                     with lock:
                         results.append(r)
                 except Exception as e:  # counted, reported, and the level goes on
@@ -106,7 +117,7 @@ def run_level(url: str, clients: int, max_tokens: int, deadline: float) -> dict:
     tokens = sum(r[2] for r in results)
     return {"clients": clients, "requests": len(results), "wall": wall, "rps": len(results) / wall,
             "tps": tokens / wall, "p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
-            "ttft": statistics.median(ttft), "errors": errors}
+            "ttft": statistics.median(ttft), "errors": errors, "latencies": lat, "tokens": tokens}
 
 
 def main() -> int:

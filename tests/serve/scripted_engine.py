@@ -3,7 +3,9 @@ only by chance or when broken (cut a stream, close the connection, send too much
 cookie) it does on cue, so the gateway's handling of it is tested deterministically.
 
 The user's last message names the script:
-- `whole`: a streamed or whole answer that ends with a finish_reason (and `[DONE]` when streamed);
+- `whole`: a streamed or whole answer that ends with a finish_reason (and `[DONE]` when streamed); a
+  streamed one carries no `usage`, a whole one 7 prompt and 5 completion tokens;
+- `held`: `whole`, once the test calls `.release()` (requests in flight for as long as a test needs);
 - `cut`: `[DONE]` before any finish_reason (what llama.cpp's Python server does to an answer in
   progress when another request arrives); `hangup`: the connection closed without `[DONE]`;
 - `huge-body`: a whole answer larger than the gateway's cap; `long-line`: one stream line over it;
@@ -70,6 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.seen.append({"script": script, "headers": {k.lower(): v for k, v in self.headers.items()},
                                  "body": body})
         use = {"prompt_tokens": 7, "completion_tokens": len(WORDS), "total_tokens": 7 + len(WORDS)}
+        if script == "held":
+            self.server.released.wait(timeout=60)
+            script = "whole"
         if script == "refuse":
             return self._send(401, json.dumps({"error": {"message": f"bad key {self.headers['authorization']}"}})
                               .encode())
@@ -107,6 +112,7 @@ class ScriptedEngine:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.seen = []
+        self.server.released = threading.Event()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -119,6 +125,11 @@ class ScriptedEngine:
     def requests(self) -> list[str]:
         return [s["script"] for s in self.server.seen]
 
+    def release(self) -> None:
+        """Let every `held` request, waiting or to come, be answered."""
+        self.server.released.set()
+
     def stop(self) -> None:
+        self.server.released.set()
         self.server.shutdown()
         self.server.server_close()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sm70.cli import main
-from sm70.serve.guard.audit import AuditLog
+from sm70.serve.guard.audit import AuditLog, AuditUnavailable
 from sm70.serve.guard.chain import ChainKey, load_key
 
 from .conftest import start_server
@@ -44,6 +44,33 @@ def test_concurrent_writes_make_one_intact_chain(tmp_path, capsys):
     code, out = verify(capsys, tmp_path / "audit.log")
     assert code == 0 and "12 lines, chain intact" in out
     assert (tmp_path / "audit.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_line_whose_sync_failed_is_never_reported_durable(tmp_path, capsys, monkeypatch):
+    """A stream's closing line is appended, then synced (often with others' lines, in one fsync). An
+    fsync that fails (a disk error) fails every line it covered, also when a later one succeeds: Linux
+    may then report clean with the data lost. The log is healthy again once a newer line is synced."""
+    log = AuditLog(tmp_path / "audit.log", key_for(tmp_path))
+    log.sync(log.append({"i": 0}))
+    one, two = log.append({"i": 1}), log.append({"i": 2})
+    assert len((tmp_path / "audit.log").read_text().splitlines()) == 3   # written before they are synced
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", broken)
+        with pytest.raises(AuditUnavailable, match="Input/output error"):
+            log.sync(one)
+    assert log.error is not None
+    with pytest.raises(AuditUnavailable):
+        log.sync(two)                     # covered by the failed fsync, though this one would succeed
+    assert log.error is not None
+    log.write({"i": 3})
+    assert log.error is None
+    log.close()
+    code, out = verify(capsys, tmp_path / "audit.log")
+    assert code == 0 and "4 lines, chain intact" in out
 
 
 def test_reopening_continues_the_chain(tmp_path, capsys):

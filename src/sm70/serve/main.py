@@ -268,8 +268,6 @@ def setup_logging(cfg: ServeConfig) -> None:
     handler.setFormatter(JsonFormatter() if cfg.log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=cfg.log_level.upper(), handlers=[handler])
-    # httpx logs every request at INFO: each health probe of each engine, hundreds of lines a minute
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def uvicorn_config(app, cfg: ServeConfig, port: int | None = None):

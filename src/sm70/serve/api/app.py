@@ -19,7 +19,7 @@ from sm70.serve.guard.audit import AuditUnavailable
 from sm70.serve.api.gate import Gate
 from sm70.serve.api.grounding import Grounding
 from sm70.serve.guard.hosts import HostPolicy
-from sm70.serve.guard.limits import InFlight, Limiter
+from sm70.serve.guard.limits import InFlight, Limiter, LimitsUnavailable, TokensRefused
 from sm70.serve.api.metrics import CONTENT_TYPE, Metrics
 from sm70.serve.api.protocol import API_ERRORS, READ_ERRORS, ChatRequest, CompletionRequest, error_body
 from sm70.serve.api.serving import HTTPError, Service
@@ -113,6 +113,16 @@ def build_app(service: Service, keys, audit, fingerprints: dict, *, hosts: HostP
     @app.exception_handler(HTTPError)
     async def on_http_error(request: Request, e: HTTPError):
         return JSONResponse(error_body(e.message, e.type, e.param), e.status, headers=e.headers)
+
+    @app.exception_handler(TokensRefused)
+    async def on_tokens_refused(request: Request, e: TokensRefused):
+        headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else None
+        return JSONResponse(error_body(e.message, "rate_limit_error", "max_tokens"), 429, headers=headers)
+
+    @app.exception_handler(LimitsUnavailable)
+    async def on_limits_unavailable(request: Request, e: LimitsUnavailable):
+        return JSONResponse(error_body("the server's rate-limit store cannot be reached; the operator has been told",
+                                       "server_error"), 503, headers={"Retry-After": "5"})
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, e: RequestValidationError):

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 
 from sm70.serve.guard.audit import AuditRecord, AuditUnavailable
 from sm70.serve.guard.auth import KeysUnavailable
-from sm70.serve.guard.limits import InFlight, LimitsUnavailable
+from sm70.serve.guard.limits import InFlight, LimitsUnavailable, TokensRefused
 from sm70.serve.api.protocol import error_body
 
 log = logging.getLogger("sm70.serve")
@@ -81,18 +81,29 @@ class Gate:
             if not ex.started:
                 await ex.respond(500, "internal error; the server log has the details", "server_error")
         finally:
-            if ex.record.cancel is not None:
-                ex.record.cancel()
-            await ex.finish()
             record = ex.record
+            if record.cancel is not None:
+                record.cancel()
+            # the key's slot and tokens first: its client may have read the answer's end and sent the
+            # next request while the last line is still being written or synced
             if ex.holding:
                 self.in_flight.leave(record.user)
             if self.metrics is not None:
                 self.metrics.observe(ex.path, ex.status, time.monotonic() - ex.start, record.prompt_tokens,
                                      record.completion_tokens)
-            if ex.metered is not None:   # last: a shared store is a network call
-                await asyncio.to_thread(self.limiter.charge, record.user, ex.metered,
-                                        record.prompt_tokens + record.completion_tokens)
+            try:
+                if ex.metered is not None:
+                    tokens = (record.tokens_charged if record.tokens_charged is not None else
+                              record.prompt_tokens + record.completion_tokens)
+                    await self.call_limiter(self.limiter.settle, record.user, ex.metered, ex.hold, tokens)
+            finally:
+                await ex.finish()
+
+    async def call_limiter(self, call, *args):
+        """A call to the limiter: on the event loop for the in-memory store, in a thread for a shared one."""
+        if self.limiter.local:
+            return call(*args)
+        return await asyncio.to_thread(call, *args)
 
     async def _admit(self, ex: "Exchange", scope, receive) -> bytes | None:
         """The request body if the request may go on to the router; None once it was answered."""
@@ -116,8 +127,8 @@ class Gate:
         else:
             auth = headers.get(b"authorization", b"").decode("latin-1")
             token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-            try:
-                ex.record.user = await asyncio.to_thread(self.keys.user, token)
+            try:   # a key seen before is told on the event loop; a new one costs scrypt, in a thread
+                ex.record.user = self.keys.known(token) or await asyncio.to_thread(self.keys.user, token)
             except KeysUnavailable:
                 await ex.respond(503, "the server's keys file cannot be read; the operator has been told",
                                  "server_error")
@@ -164,7 +175,7 @@ class Gate:
             return True
         rpm, tpm = self.keys.limits(user)
         try:
-            wait = await asyncio.to_thread(self.limiter.admit, user, rpm, tpm)
+            wait = await self.call_limiter(self.limiter.admit, user, rpm, tpm)
         except LimitsUnavailable:
             await ex.respond(503, "the server's rate-limit store cannot be reached; the operator has been told",
                              "server_error", headers=[(b"retry-after", b"5")])
@@ -175,6 +186,8 @@ class Gate:
                              outcome="rate_limited", headers=[(b"retry-after", str(wait).encode())])
             return False
         ex.metered = tpm
+        if tpm is not None:
+            ex.record.reserve = ex.reserve
         return True
 
 
@@ -192,15 +205,28 @@ class Exchange:
         # answer while the audit log is failing, to say so
         self.audited = gate.audit is not None and not is_public(self.path) and self.path not in ("/ready", "/metrics")
         self.metered: int | None = None  # the key's tpm, which this request's tokens count against
+        self.hold: str | None = None    # the tokens it reserved against that tpm (`reserve`)
         self.holding = False            # counted in its key's requests in flight
         self.status: int | None = None  # None: no response was sent (the client left first)
         self.started = False            # the response's first byte was handed to the server
         self.streaming = False
         self.finished = False           # the request's last audit line is written (or failed)
+        self.unsynced: int | None = None  # a stream's closing line, written and not yet synced (`finish`)
         self._held: dict | None = None
         self._body: list[bytes] = []
         state = scope.setdefault("state", {})
         state["audit"], state["exchange"] = self.record, self
+
+    async def reserve(self, tokens: int) -> None:
+        """Hold the request's most tokens against its key's tpm until it ends (`record.reserve`);
+        raises TokensRefused, or LimitsUnavailable."""
+        if self.hold is not None:
+            raise RuntimeError("a request reserves its tokens once")
+        try:
+            self.hold = await self.gate.call_limiter(self.gate.limiter.reserve, self.record.user, self.metered, tokens)
+        except TokensRefused:
+            self.record.outcome, self.record.tokens_charged = "rate_limited", 0   # it never reached an engine
+            raise
 
     # -- audit lines -----------------------------------------------------------------------------
     def _entry(self, outcome: str) -> dict:
@@ -210,8 +236,9 @@ class Exchange:
                 **self.extra, **self.record.fields(),
                 "latency_ms": round((time.monotonic() - self.start) * 1000, 1), **self.gate.fingerprints}
 
-    async def _line(self, outcome: str, prompt: bool, completion: bool) -> None:
-        """Write one line (scrubbing off the event loop); raises AuditUnavailable."""
+    async def _line(self, outcome: str, prompt: bool, completion: bool, synced: bool = True) -> None:
+        """Write one line (scrubbing off the event loop), and sync it unless `synced` is false (then
+        `finish` does); raises AuditUnavailable."""
         if not self.audited:
             return
         entry, scrub, record = self._entry(outcome), self.gate.scrub, self.record
@@ -224,7 +251,10 @@ class Exchange:
 
         def work():
             entry.update({k: scrub(v) for k, v in texts.items()})
-            self.gate.audit.write(entry)
+            if synced:
+                self.gate.audit.write(entry)
+            else:
+                self.unsynced = self.gate.audit.append(entry)
 
         await asyncio.to_thread(work)
 
@@ -239,7 +269,14 @@ class Exchange:
         self.streaming = True
 
     async def finish(self) -> None:
-        """The request's last line, if the response did not write it (a cut stream, an error)."""
+        """The request's last line, if the response did not write it (a cut stream, an error); or the
+        sync of a stream's closing line."""
+        if self.unsynced is not None:
+            line, self.unsynced = self.unsynced, None
+            try:
+                await asyncio.to_thread(self.gate.audit.sync, line)
+            except AuditUnavailable:
+                pass   # logged by the audit log, and /ready says so; the client has its answer
         if self.finished:
             return
         self.finished = True
@@ -277,10 +314,11 @@ class Exchange:
         if self.streaming:
             body = message.get("body", b"")
             if not self.finished and (body.endswith(SSE_DONE) or not message.get("more_body", False)):
-                # written before `[DONE]` leaves: a client may stop reading there
+                # written before `[DONE]` leaves (a client may stop reading there), synced just after:
+                # the stream's opening line already had the answer on record before its first byte
                 self.finished = True
                 try:
-                    await self._line(self.record.outcome or "ok", prompt=False, completion=True)
+                    await self._line(self.record.outcome or "ok", prompt=False, completion=True, synced=False)
                 except AuditUnavailable:
                     error = error_body("the audit log cannot be written, so this answer is not on record; "
                                        "do not rely on it", "server_error")

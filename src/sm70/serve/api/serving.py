@@ -124,6 +124,8 @@ class Service:
     async def start(self, req: Request, record: AuditRecord) -> tuple[Handle, str, bool]:
         async with self.prep_slots:
             ids, params, model, chat = await asyncio.to_thread(self.prepare, req, record)
+        if record.reserve is not None:   # the key's tpm: its exact prompt and its most answer tokens
+            await record.reserve(len(ids) + params.max_tokens)
         # submitted from the loop's thread: the handle delivers its events to this loop
         return self.submit(ids, params, model, record), model, chat
 

@@ -1,10 +1,15 @@
 """The audit log: JSON lines in a keyed chain (see `chain`), and `sm70 audit verify LOG key=FILE`.
 
 A line is written with one `write` on an O_APPEND descriptor and fsync'd before the response's
-first byte leaves (a stream gets a second line when it ends), so even SIGKILL leaves only whole
-lines, and an answer nobody recorded is never sent: when a line cannot be written and synced the
-write raises `AuditUnavailable`, the request fails with 503, and `/ready` says why until a write
-succeeds again. A short write (a full disk) is cut back so the file never keeps half a line.
+first byte leaves, so even SIGKILL leaves only whole lines, and an answer nobody recorded is never
+sent: when a line cannot be written and synced the write raises `AuditUnavailable`, the request
+fails with 503, and `/ready` says why until a write succeeds again. A short write (a full disk) is
+cut back so the file never keeps half a line. A stream gets a second line when it ends, written
+before its `[DONE]` leaves and synced just after (`append`, then `sync`): the answer is on record
+from its first byte, and its end costs the client no wait on the disk.
+
+Syncs are shared: one `fsync` makes durable every line written before it, so requests whose lines
+arrive while another's sync runs wait for one more sync in all, not one each (group commit).
 
 Rotation: before each write the log checks that its path still names the file it holds open. When
 logrotate (or an operator) moved, deleted or truncated it, or on SIGHUP, it reopens the path and
@@ -24,7 +29,7 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 from sm70.config import Config
 from sm70.errors import Sm70Error
@@ -55,6 +60,12 @@ class AuditRecord:
     rag_chunks: list[int] | None = None             # rag=: the chunks cited (numbers in that index), never their text
     rag_top_score: float | None = None              # rag=: the best BM25 score, which rag_min_score is checked against
     cancel: Callable[[], None] | None = field(default=None, repr=False)
+    # set by the gate when the key has a tpm: the service holds the request's most tokens against it
+    # once it knows them (raises limits.TokensRefused)
+    reserve: Callable[[int], Awaitable[None]] | None = field(default=None, repr=False)
+    # what the key's tpm is charged when that is not prompt + completion as recorded (upstream mode:
+    # sm70's own count where the engine's usage is missing or not counts)
+    tokens_charged: int | None = None
 
     def fields(self) -> dict:
         extra = {"upstream": self.upstream} if self.upstream else {}
@@ -69,7 +80,12 @@ class AuditLog:
         self.path = Path(path)
         self.key = key
         self.error: str | None = None       # why the last write failed; None while healthy
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # the chain and the file: one line at a time
+        self._sync_lock = threading.Lock()  # one fsync at a time; the descriptor is not swapped under it
+        self._written = 0                   # lines written by this process, in order (`append`'s numbers)
+        self._synced = 0                    # of those, the lines an fsync has made durable
+        self._sync_failed = 0               # lines an fsync failed for: never reported durable
+        self._bad = 0                       # lines written when a write or sync last failed
         self._fd: int | None = None
         self._prev = GENESIS
         self._continues = False
@@ -99,9 +115,15 @@ class AuditLog:
             prev, continues = (carried, True) if carried not in (None, GENESIS) else (GENESIS, False)
         else:
             prev, continues = self._check_last(last, fd), False
-        if self._fd is not None:
-            os.close(self._fd)
-        self._fd, self._prev, self._continues = fd, prev, continues
+        with self._sync_lock:   # what the old file holds is synced before it is let go
+            if self._fd is not None:
+                try:
+                    os.fsync(self._fd)
+                    self._synced = self._written
+                except OSError:
+                    self._sync_failed = self._bad = self._written
+                os.close(self._fd)
+            self._fd, self._prev, self._continues = fd, prev, continues
 
     def _check_last(self, last: bytes, fd: int) -> str:
         entry = chain.parse(last) if last.endswith(b"\n") else None
@@ -140,18 +162,45 @@ class AuditLog:
     # -- writing -------------------------------------------------------------------------------
     def write(self, entry: dict) -> None:
         """Append one entry, chained to the previous one; durable when this returns."""
+        self.sync(self.append(entry))
+
+    def append(self, entry: dict) -> int:
+        """Append one entry, chained to the previous one, not yet synced; its number for `sync`."""
         with self._lock:
             try:
                 self._write(entry)
             except (OSError, Sm70Error) as e:
-                message = f"audit log {self.path}: {getattr(e, 'strerror', None) or e}"
-                if self.error != message:
-                    log.error("%s; requests are refused with 503 until it can be written", message)
-                self.error = message
-                raise AuditUnavailable(message) from None
-            if self.error is not None:
-                log.warning("audit log %s is writable again; serving resumes", self.path)
-                self.error = None
+                self._bad = self._written
+                self._failed(getattr(e, "strerror", None) or str(e))
+            self._written += 1
+            return self._written
+
+    def sync(self, line: int) -> None:
+        """Return once line number `line` (from `append`) is durable; raises AuditUnavailable."""
+        with self._sync_lock:
+            if self._synced < line:
+                upto, fd = self._written, self._fd
+                try:
+                    os.fsync(fd)
+                except OSError as e:
+                    # after a failed fsync Linux may report the next one clean with the data lost:
+                    # the lines it covered are never reported durable
+                    self._sync_failed = self._bad = upto
+                    self._failed(e.strerror)
+                self._synced = upto
+            if line <= self._sync_failed:
+                raise AuditUnavailable(self.error or f"audit log {self.path}: a sync failed")
+            healthy = self._synced > self._bad   # a line written since the last failure is durable
+        if healthy and self.error is not None:
+            log.warning("audit log %s is writable again; serving resumes", self.path)
+            self.error = None
+
+    def _failed(self, why: str):
+        message = f"audit log {self.path}: {why}"
+        if self.error != message:
+            log.error("%s; requests are refused with 503 until it can be written", message)
+        self.error = message
+        raise AuditUnavailable(message) from None
 
     def _write(self, entry: dict) -> None:
         if self._broken:
@@ -169,9 +218,8 @@ class AuditLog:
                 self._broken = (f"a partial line at byte {size} could not be removed; move the log aside "
                                 f"and restart")
             raise OSError(0, "short write: the disk is full or the file size limit is reached")
-        # the line is in the file now, so the chain moves on even if the sync below fails
+        # the line is in the file now, so the chain moves on even if its sync fails
         self._prev, self._continues = mac, False
-        os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:

@@ -241,6 +241,26 @@ class KeyStore:
             self._verified = {}
             self._stamp = stamp
 
+    def known(self, token: str | None) -> str | None:
+        """The key's user name when this is cheap to tell (one `stat`, no scrypt, no file written):
+        the key was verified since the keys file last changed, has not expired, and its last use is
+        not due to be written. Else None, and `user` (in a thread) decides."""
+        if self.path is None or not token:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, st.st_mode)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.time()
+        with self._lock:
+            name = self._verified.get(digest) if stamp == self._stamp and self.problem is None else None
+            if name is None or expired(self._records.get(name, {})) or now - self._used_written >= USED_EVERY_S:
+                return None
+            self._used[name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+        return name
+
     def user(self, token: str | None) -> str | None:
         """The key's user name, or None for a missing, unknown, wrong or revoked key.
 
