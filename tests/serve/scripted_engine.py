@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MODEL = "scripted"
 WORDS = ["Intramuscular", " epinephrine", " 0.5", " mg", " now."]
 HUGE = 3 << 20    # bytes of an oversized body or line: over the caps the tests set
-SCRIPTS = {"whole", "cut", "hangup", "huge-body", "long-line", "bad-usage", "refuse", "fail", "cookie"}
+SCRIPTS = {"whole", "held", "cut", "hangup", "huge-body", "long-line", "bad-usage", "refuse", "fail", "cookie"}
 
 
 def _chunk(content: str | None, finish: str | None) -> bytes:
