@@ -1,16 +1,14 @@
-"""The serving engines side by side on the same GGUF (SmolLM2-135M-Instruct, Q8_0), one run:
+"""Scale-out and the transformers engine, side by side on the same model (SmolLM2-135M-Instruct), one run:
 
-1. gateway overhead: clients straight to one `llama_cpp.server` vs through `sm70 serve upstream=`
-   (keys off, audit on) to that same server: aggregate tokens/s and p50 latency (goal >= 0.95x,
-   p50 added <= 10 ms);
-2. scale-out: two `llama_cpp.server`s (one thread each) behind the gateway vs one (goal >= 1.7x);
-3. the device engine: `sm70 serve model=FILE.gguf` vs `llama_cpp.server` on the same file and
-   threads, at 1 and 8 clients (goal >= 1.0x and >= 1.5x), and today's HF engine
-   (`sm70 serve model=DIR`, transformers) on the same model, reported.
+1. scale-out: two llama.cpp `llama-server`s (one thread each, the Q8_0 GGUF) behind one `sm70 serve
+   upstream=` vs one of them behind it, at 8 clients (goal >= 1.7x);
+2. `sm70 serve model=DIR` (the transformers engine, fp32) on the same model at 8 clients, beside the
+   gateway in front of one llama-server, reported.
 
-Every request is a non-streamed completion of the same prompts, temperature 0, `max_tokens`
-tokens; tokens are counted from each answer's usage. Loopback only, each server a subprocess.
-The last line gives the five ratios.
+What the gateway costs in front of one engine, and `sm70 serve model=FILE.gguf` against llama-server
+itself, are bench/serve_peers.py's. Every request is a non-streamed completion of the same prompts,
+temperature 0, `max_tokens` tokens; tokens are counted from each answer's usage. Loopback only, each
+server a subprocess. The last line gives the ratios.
 
     .venv/bin/python bench/serve_engines.py [--gguf FILE] [--requests 4] [--max-tokens 32] [--threads 1]
 """
@@ -67,11 +65,13 @@ class Server:
             self.proc.kill()
 
 
-def llama_server(gguf: Path, threads: int) -> Server:
+def llama_server(gguf: Path, threads: int, slots: int = 8) -> Server:
+    """llama.cpp's own server (`make device` installs it beside the venv's python)."""
     port = free_port()
-    return Server([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "m",
-                   "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-                   "--n_ctx", "2048", "--verbose", "false", "--interrupt_requests", "false"], port, "llama_cpp.server")
+    binary = Path(sys.executable).parent / "llama-server"
+    return Server([str(binary), "-m", str(gguf), "--alias", "m", "--host", "127.0.0.1", "--port", str(port),
+                   "-t", str(threads), "-tb", str(threads), "-np", str(slots), "-c", str(512 * slots),
+                   "--no-webui"], port, "llama-server", ready="/health")
 
 
 def sm70_server(tmp: Path, label: str, *args: str, **kw) -> Server:
@@ -134,38 +134,24 @@ def main() -> None:
         print("| engine | clients | tokens/s | p50 latency (ms) | tokens | errors |\n|---|---|---|---|---|---|")
         a, b = llama_server(gguf, th), llama_server(gguf, th)
         try:
-            direct = {c: load(a.url, c, n, k) for c in (1, 8)}
-            for c, r in direct.items():
-                row("llama_cpp.server, direct", c, r)
             gw1 = sm70_server(tmp, "gateway", f"upstream={a.url}/v1", "health_interval_s=1")
-            via = {c: load(gw1.url, c, n, k) for c in (1, 8)}
-            for c, r in via.items():
-                row("sm70 serve upstream= (1 engine)", c, r)
+            one = load(gw1.url, 8, n, k)
+            row("sm70 serve upstream= (1 llama-server)", 8, one)
             gw1.stop()
             gw2 = sm70_server(tmp, "gateway", f"upstream={a.url}/v1,{b.url}/v1", "health_interval_s=1")
             two = load(gw2.url, 8, n, k)
-            row("sm70 serve upstream= (2 engines)", 8, two)
+            row("sm70 serve upstream= (2 llama-servers)", 8, two)
             gw2.stop()
         finally:
             a.stop(), b.stop()
-        device = sm70_server(tmp, "sm70 serve model=FILE.gguf", f"model={gguf}", f"threads={th}", "served_name=m")
-        try:
-            ours = {c: load(device.url, c, n, k) for c in (1, 8)}
-            for c, r in ours.items():
-                row("sm70 serve model=FILE.gguf (llama.cpp in-process)", c, r)
-        finally:
-            device.stop()
         hf = sm70_server(tmp, "sm70 serve model=DIR", f"model={args.model}", f"threads={th}", "served_name=m")
         try:
             hf8 = load(hf.url, 8, n, k)
             row("sm70 serve model=DIR (transformers, fp32)", 8, hf8)
         finally:
             hf.stop()
-    print(f"\nserve_engines: gateway/direct {via[8]['tps'] / direct[8]['tps']:.2f}x at 8 clients "
-          f"(p50 +{via[1]['p50_ms'] - direct[1]['p50_ms']:.1f} ms at 1 client); two engines/one "
-          f"{two['tps'] / via[8]['tps']:.2f}x; device engine/llama_cpp.server {ours[1]['tps'] / direct[1]['tps']:.2f}x "
-          f"at 1 client, {ours[8]['tps'] / direct[8]['tps']:.2f}x at 8; device engine/HF engine at 8 clients "
-          f"{ours[8]['tps'] / hf8['tps']:.2f}x")
+    print(f"\nserve_engines: two llama-servers/one behind the gateway {two['tps'] / one['tps']:.2f}x at 8 clients "
+          f"(goal 1.7); transformers engine/one llama-server {hf8['tps'] / one['tps']:.2f}x at 8 clients")
 
 
 if __name__ == "__main__":

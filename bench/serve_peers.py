@@ -51,6 +51,17 @@ def find_llama_server(given: str | None) -> Path | None:
     return None
 
 
+BESIDE = "llama-server (beside sm70-gguf)"
+CACHED = "sm70 serve model=FILE.gguf prompt_cache=true"
+
+
+def start_llama_server(binary: Path, gguf: Path, log: Path) -> Server:
+    port = free_port()
+    return Server([str(binary), "-m", str(gguf), "--alias", MODEL, "--host", "127.0.0.1", "--port", str(port),
+                   "-np", str(PARALLEL), "-c", str(512 * PARALLEL), "-t", "1", "-tb", "1"], port, "llama-server",
+                  log=log)
+
+
 def sm70_runs_llama_server() -> bool:
     """Whether `sm70 serve model=FILE.gguf` supervises a llama-server here (its settings exist)."""
     return {"slots", "llama_server"} <= set(ServeConfig.model_fields)
@@ -194,10 +205,7 @@ def main() -> int:
               f"| setup | clients | tokens/s | p50 latency (ms) | requests | errors |\n|---|---|---|---|---|---|",
               flush=True)
         if "llama" in only:
-            port = free_port()
-            engine = Server([str(binary), "-m", str(gguf), "--alias", MODEL, "--host", "127.0.0.1", "--port",
-                             str(port), "-np", str(PARALLEL), "-c", str(512 * PARALLEL), "-t", "1", "-tb", "1"],
-                            port, "llama-server", log=tmp / "llama-server.log")
+            engine = start_llama_server(binary, gguf, tmp / "llama-server.log")
             try:
                 gw = gateway(tmp, engine.url, keys)
                 try:
@@ -225,13 +233,19 @@ def main() -> int:
             finally:
                 engine.stop()
         if "gguf" in only and sm70_runs_llama_server():
-            ours = sm70_server(tmp, "sm70 serve model=FILE.gguf", f"model={gguf}", f"keys={keys}", "threads=1",
-                               f"slots={PARALLEL}", f"llama_server={binary}", f"served_name={MODEL}",
-                               log=tmp / "sm70-gguf.log")
+            # llama-server straight again, in turn with sm70's own child: as deployed (prompt cache off
+            # across users) and with prompt_cache=true (what the straight server does by default)
+            engine = start_llama_server(binary, gguf, tmp / "llama-server-2.log")
+            common = [f"model={gguf}", f"keys={keys}", "threads=1", f"slots={PARALLEL}", f"llama_server={binary}",
+                      f"served_name={MODEL}"]
+            ours = sm70_server(tmp, "sm70 serve model=FILE.gguf", *common, log=tmp / "sm70-gguf.log")
+            cached = sm70_server(tmp, "sm70 serve model=FILE.gguf prompt_cache=true", *common, "prompt_cache=true",
+                                 log=tmp / "sm70-gguf-cached.log")
             try:
-                runs.alternate([("sm70 serve model=FILE.gguf", ours.url, auth)])
+                runs.alternate([(BESIDE, engine.url, close), ("sm70 serve model=FILE.gguf", ours.url, auth),
+                                (CACHED, cached.url, auth)])
             finally:
-                ours.stop()
+                ours.stop(), cached.stop(), engine.stop()
         elif "gguf" in only:
             print("| sm70 serve model=FILE.gguf | - | n/a: this tree runs GGUFs in-process, not with llama-server |")
     llama, vllm, gw_l, gw_v, ours = ("llama-server", "vLLM", "sm70 upstream= -> llama-server",
@@ -242,13 +256,15 @@ def main() -> int:
               f"{fmt(runs.ratio(over, under, 8), '.2f')}; p50 added 1c {fmt(runs.added(over, under, 1), '.1f')} ms "
               f"(median of the paired differences; of the p50s {fmt(runs.added(over, under, 1, paired=False), '.1f')}"
               f" ms), 8c {fmt(runs.added(over, under, 8), '.1f')} ms")
-    print(f"sm70-gguf/llama-server: 1c {fmt(runs.ratio(ours, llama, 1), '.2f')}, 8c "
-          f"{fmt(runs.ratio(ours, llama, 8), '.2f')}; total {time.monotonic() - started:.0f} s")
+    print(f"sm70-gguf/llama-server: 1c {fmt(runs.ratio(ours, BESIDE, 1), '.2f')}, 8c "
+          f"{fmt(runs.ratio(ours, BESIDE, 8), '.2f')}; with prompt_cache=true 1c {fmt(runs.ratio(CACHED, BESIDE, 1), '.2f')}"
+          f", 8c {fmt(runs.ratio(CACHED, BESIDE, 8), '.2f')}; total {time.monotonic() - started:.0f} s")
     print(f"serve_peers: gateway/llama-server 8c {fmt(runs.ratio(gw_l, llama, 8), '.2f')} (goal 0.95), gateway/vllm 8c "
           f"{fmt(runs.ratio(gw_v, vllm, 8), '.2f')} (goal 0.95), p50 added 1c "
           f"{fmt(runs.added(gw_l, llama, 1), '.1f')}/{fmt(runs.added(gw_v, vllm, 1), '.1f')} ms (llama-server/vllm, "
-          f"goal 10), sm70-gguf/llama-server 1c {fmt(runs.ratio(ours, llama, 1), '.2f')} 8c "
-          f"{fmt(runs.ratio(ours, llama, 8), '.2f')}")
+          f"goal 10), sm70-gguf/llama-server 1c {fmt(runs.ratio(ours, BESIDE, 1), '.2f')} 8c "
+          f"{fmt(runs.ratio(ours, BESIDE, 8), '.2f')} (goal 0.95; prompt_cache=true {fmt(runs.ratio(CACHED, BESIDE, 1), '.2f')}"
+          f"/{fmt(runs.ratio(CACHED, BESIDE, 8), '.2f')})")
     return 0
 
 

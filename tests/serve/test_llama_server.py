@@ -91,6 +91,10 @@ def client(server, **kw):
 def test_chat_streamed_and_not_ends_at_the_end_of_turn_with_the_disclaimer(gguf_server):
     c = client(gguf_server)
     assert [m.id for m in c.models.list().data] == [MODEL_ID]
+    # Once first, so both answers below start from this key's cached prompt: llama.cpp's logits for a
+    # prompt read whole and for one read from the cache differ in the last bits (batch shapes), enough
+    # to change a greedy answer of a 135M model.
+    c.chat.completions.create(model=MODEL_ID, messages=QUESTION, max_tokens=1, temperature=0)
     r = c.chat.completions.create(model=MODEL_ID, messages=QUESTION, max_tokens=48, temperature=0)
     text = r.choices[0].message.content
     assert text.strip() and not any(t in text for t in TEMPLATE_TEXT), text
@@ -146,26 +150,43 @@ def test_concurrent_streams_answer_and_the_slots_are_freed(gguf_server):
     assert stats["max_context"] == 2048 and stats["stats"]["outstanding"] == 0
 
 
-def test_the_prompt_cache_is_off_across_requests_and_on_when_asked(gguf_server, smollm2_gguf, tmp_path):
-    """llama-server's `timings.prompt_n` counts the prompt tokens it evaluated: all of them twice when
-    the cache is off; with prompt_cache=true the same request again reads only its last token."""
+def test_the_prompt_cache_is_each_keys_own_and_shared_when_asked(smollm2_gguf, tmp_path):
+    """llama-server's `timings.prompt_n` counts the prompt tokens it evaluated. By default a key's second
+    identical request reads only what its own earlier one did not, and another key's identical request
+    is evaluated in full (one slot, so both go through the slot the first key filled); with
+    prompt_cache=true llama-server shares every slot's cache."""
+    from .conftest import make_key
+
     body = {"messages": [{"role": "user", "content": NOTE + "What is the likely cause?"}], "max_tokens": 2,
             "temperature": 0}
 
-    def evaluated(server) -> list[tuple[int, int]]:
-        out = []
-        for _ in range(2):
-            key = getattr(server, "key", None)
-            r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120,
-                           headers={"Authorization": f"Bearer {key}"} if key else {}).json()
-            out.append((r["timings"]["prompt_n"], r["usage"]["prompt_tokens"]))
-        return out
+    def evaluated(server, key=None) -> tuple[int, int]:
+        r = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120,
+                       headers={"Authorization": f"Bearer {key}"} if key else {}).json()
+        return r["timings"]["prompt_n"], r["usage"]["prompt_tokens"]
 
-    (first, total), (again, total_again) = evaluated(gguf_server)
-    assert total > 150 and first == again == total == total_again
-    cached = start_server(smollm2_gguf / "model-q8_0.gguf", tmp_path, max_context=2048, prompt_cache=True)
+    keys = tmp_path / "keys.json"
+    ward, clinic = make_key(keys, "ward"), make_key(keys, "clinic")
+    own = start_server(smollm2_gguf / "model-q8_0.gguf", tmp_path / "own", max_context=2048, slots=1,
+                       keys=str(keys))
     try:
-        (first, total), (again, _) = evaluated(cached)
+        (first, total), (other, _), (again, _) = evaluated(own, ward), evaluated(own, clinic), evaluated(own, ward)
+        (clinic_again, _) = evaluated(own, clinic)
+    finally:
+        own.stop()
+    assert total > 150 and first == total and other == total   # the other key starts from nothing
+    # one slot, taken in turn by the two keys: neither finds its own cache there again
+    assert again == total and clinic_again == total
+    two = start_server(smollm2_gguf / "model-q8_0.gguf", tmp_path / "two", max_context=2048, slots=2,
+                       keys=str(keys))
+    try:
+        (first, total), (other, _), (again, _) = evaluated(two, ward), evaluated(two, clinic), evaluated(two, ward)
+    finally:
+        two.stop()
+    assert first == other == total and again < total // 10   # two slots: each key keeps its own
+    cached = start_server(smollm2_gguf / "model-q8_0.gguf", tmp_path / "shared", max_context=2048, prompt_cache=True)
+    try:
+        (first, total), (again, _) = evaluated(cached), evaluated(cached)
     finally:
         cached.stop()
     assert first == total and again < total // 10

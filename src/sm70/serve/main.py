@@ -186,6 +186,7 @@ def open_upstreams(cfg: ServeConfig):
 def open_llama_server(cfg: ServeConfig, spec):
     """llama-server on the GGUF, behind the same gateway as any upstream: the child is the engine to close."""
     from sm70.serve.engines.llama_server import LlamaServer
+    from sm70.serve.engines.slots import SlotBook
     from sm70.serve.gateway.pool import Pool
     from sm70.serve.gateway.proxy import ProxyService
 
@@ -199,7 +200,7 @@ def open_llama_server(cfg: ServeConfig, spec):
     pool.max_context = child.context    # per slot, for /ready; the child refuses a longer prompt itself (400)
     service = ProxyService(pool, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
                            default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content,
-                           extra_body=child.extra_body)
+                           extra_body=child.extra_body, slots=None if cfg.prompt_cache else SlotBook(cfg.slots))
     return service, child
 
 

@@ -11,15 +11,16 @@ loopback port is open to every local user, and one who binds it while the child 
 every prompt. The child also wants a random key of its own, given in a 0600 file (`--api-key-file`), so
 `ps` does not show it. Its environment loses every `LLAMA_*` variable: its settings come from argv only.
 
-Prompt cache, off across requests unless `prompt_cache=true`: llama-server keeps each slot's key/value
-cache and by default reuses the longest prefix a new prompt shares with it, picks the slot whose cache
-shares most, and keeps idle slots' prompts in a host-RAM cache shared by all slots. An answer whose prompt
-starts like an earlier one then comes sooner, so one key could learn from the first token's timing whether
-another key's prompt starts with a given text. Off, the child runs with `--no-cache-prompt` (the default of
-each request), `--cache-ram 0` (no shared RAM cache, so `--no-cache-idle-slots` too) and
-`--slot-prompt-similarity 0` (slots are taken least recently used), and sm70 adds `cache_prompt: false`
-to every request it forwards (`extra_body`). `prompt_cache=true` suits a device with one user, where
-re-reading a long system prompt costs more than the timing it hides.
+Prompt cache, per key unless `prompt_cache=true`: llama-server keeps each slot's key/value cache and by
+default reuses the longest prefix a new prompt shares with it, picks the slot whose cache shares most, and
+keeps idle slots' prompts in a host-RAM cache shared by all slots. An answer whose prompt starts like an
+earlier one then comes sooner, so one key could learn from the first token's timing whether another key's
+prompt starts with a given text. So the child runs with `--no-cache-prompt` (the default of each request),
+`--cache-ram 0` (no shared RAM cache, so `--no-cache-idle-slots` too) and `--slot-prompt-similarity 0`,
+and sm70 itself names each request's slot (`id_slot`, engines/slots.py): a free slot its own key used
+last, with `cache_prompt: true`, else the free slot unused longest, with `cache_prompt: false`. A key
+re-reads only what is new in its own conversation and never starts from another key's cache.
+`prompt_cache=true` (one user on a device) leaves slot choice and caching to llama-server.
 
 Supervision: the child gets PR_SET_PDEATHSIG (SIGKILL) from the thread that starts it, which lives as long
 as the supervision, so it dies with sm70 even when sm70 is SIGKILLed; `close` terminates it. It runs in

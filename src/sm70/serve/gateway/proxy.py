@@ -27,6 +27,7 @@ from typing import AsyncIterator
 
 import aiohttp
 
+from sm70.serve.engines.slots import SlotBook
 from sm70.serve.guard.audit import AuditRecord
 from sm70.serve.api.protocol import ChatRequest, Request, error_body, usage
 from sm70.serve.api.serving import DEFAULT_DISCLAIMER, DEFAULT_SYSTEM_PROMPT, HTTPError
@@ -138,12 +139,16 @@ class Lease:
 
     def __init__(self, up: Upstream):
         self.up, self.held = up, True
+        self.slot: tuple[SlotBook, int] | None = None   # llama-server's slot, when sm70 assigns them
         up.outstanding += 1
 
     def release(self) -> None:
         if self.held:
             self.held = False
             self.up.outstanding -= 1
+            if self.slot is not None:
+                book, slot = self.slot
+                book.release(slot)
 
 
 class Call:
@@ -190,6 +195,7 @@ class ProxyService:
     default_max_tokens: int = 512
     keep_text: bool = False
     extra_body: dict = field(default_factory=dict)   # added to every forwarded body (llama_server.py's cache policy)
+    slots: SlotBook | None = None   # sm70's own llama-server: each key's requests on slots it used (engines/slots.py)
 
     @property
     def problem(self) -> str | None:
@@ -282,6 +288,10 @@ class ProxyService:
             tried.append(up)
             lease, response = Lease(up), None
             try:
+                if self.slots is not None:
+                    slot, reuse = await self.slots.acquire(record.user or "")
+                    lease.slot = (self.slots, slot)
+                    data = {**data, "id_slot": slot, "cache_prompt": reuse}
                 response = await self._send(up, path, data)
                 result = await opener(lease, response)
             except Retry as e:
