@@ -21,7 +21,7 @@ from tests.retrieval.helpers import GOOD, make_docs
 
 from .conftest import start_gateway, start_server
 from .scripted_engine import ScriptedEngine
-from .test_page import CHROMIUM, browser  # noqa: F401 (a fixture)
+from .test_page import browser  # noqa: F401 (a fixture)
 
 DIABETES = "What is the first-line drug for type 2 diabetes?"
 ASTHMA = "Which drug relieves an acute asthma attack?"

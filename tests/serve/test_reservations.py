@@ -13,7 +13,7 @@ import pytest
 
 from sm70.serve.gateway.proxy import TEMPLATE_TOKENS, prompt_bound
 
-from .conftest import make_key, start_gateway
+from .conftest import start_gateway
 from .scripted_engine import MODEL, WORDS, ScriptedEngine
 
 SYSTEM = "Be brief."
