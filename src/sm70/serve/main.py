@@ -200,7 +200,7 @@ def open_llama_server(cfg: ServeConfig, spec):
     pool.max_context = child.context    # per slot, for /ready; the child refuses a longer prompt itself (400)
     service = ProxyService(pool, system_prompt=cfg.system_prompt, disclaimer=cfg.disclaimer,
                            default_max_tokens=cfg.default_max_tokens, keep_text=cfg.audit_content,
-                           extra_body=child.extra_body, slots=None if cfg.prompt_cache else SlotBook(cfg.slots))
+                           slots=None if cfg.prompt_cache else SlotBook(cfg.slots))
     return service, child
 
 

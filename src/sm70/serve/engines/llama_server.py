@@ -135,7 +135,6 @@ class LlamaServer:
         self.context = min(spec.max_context or DEFAULT_CONTEXT, trained)
         self.model_id = served_name(spec)
         self.slots = spec.slots
-        self.extra_body = {} if spec.prompt_cache else {"cache_prompt": False}
         self.dir = Path(tempfile.mkdtemp(prefix="sm70-llama-server-"))   # 0700
         self.socket = self.dir / "engine.sock"
         if len(str(self.socket).encode()) >= 108:   # sun_path's size on Linux

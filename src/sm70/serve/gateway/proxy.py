@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import AsyncIterator
 
 import aiohttp
@@ -194,7 +194,6 @@ class ProxyService:
     disclaimer: str = DEFAULT_DISCLAIMER
     default_max_tokens: int = 512
     keep_text: bool = False
-    extra_body: dict = field(default_factory=dict)   # added to every forwarded body (llama_server.py's cache policy)
     slots: SlotBook | None = None   # sm70's own llama-server: each key's requests on slots it used (engines/slots.py)
 
     @property
@@ -219,7 +218,7 @@ class ProxyService:
         model = req.model or served[0]
         if model not in served:
             raise HTTPError(404, f"model {model!r} is not served here; served: {served}", "not_found_error", "model")
-        data = {**forwarded(req), **self.extra_body}
+        data = forwarded(req)
         data["model"] = model
         if chat:
             messages = [{**m, "role": "system" if m["role"] == "developer" else m["role"]} for m in data["messages"]]
@@ -419,8 +418,9 @@ class ProxyService:
                     if first or (finish and not chat):
                         event["disclaimer"] = self.disclaimer
                         changed = True
-                    if finish and req.final_fields():
-                        event.update(req.final_fields())   # rag='s citations (api/grounding.py)
+                    final = req.final_fields() if finish else None
+                    if final:
+                        event.update(final)   # rag='s citations (api/grounding.py)
                         changed = True
                     first = False
                     finished = finished or bool(finish)
